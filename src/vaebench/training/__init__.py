@@ -1,0 +1,6 @@
+"""Training: the trainer and its config."""
+
+from vaebench.training.config import TrainerConfig
+from vaebench.training.trainer import Trainer, evaluate, resolve_device
+
+__all__ = ["Trainer", "TrainerConfig", "evaluate", "resolve_device"]

@@ -1,0 +1,56 @@
+"""Trainer settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from vaebench.config import Config
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau", "onecycle")
+
+
+class TrainerConfig(Config):
+    """How to train: budget, optimizer, schedule, seed, device and what to save."""
+
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: int = Field(512, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    optimizer: str = "adam"
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "none"
+    scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    drop_last: bool = False
+    output_dir: str | None = None
+    checkpoint_every: int | None = Field(None, gt=0, description="epochs between checkpoints")
+    keep_best: bool = Field(True, description="restore the weights of the best eval epoch")
+    progress: bool = True
+    log_every: int = Field(20, gt=0, description="steps between progress-bar updates")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        if value.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
+        return value.lower()
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value.lower() not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+        return value.lower()
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+        return value
