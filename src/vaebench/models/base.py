@@ -132,13 +132,14 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         objective = self.objective(x)
         weights = self.term_weights()
-        per_sample = sum(weights.get(name, 1.0) * term for name, term in objective.terms.items())
-        recon = objective.terms["recon"].mean()
-        loss = per_sample.mean()
+        weighted = {name: weights.get(name, 1.0) * term for name, term in objective.terms.items()}
+        regularizer = sum(term for name, term in weighted.items() if name != "recon")
+        reg_loss = torch.as_tensor(regularizer, dtype=x.dtype, device=x.device).mean()
+        recon_loss = objective.terms["recon"].mean()
         return ModelOutput(
-            loss=loss,
-            recon_loss=recon,
-            reg_loss=loss - weights.get("recon", 1.0) * recon,
+            loss=(weighted["recon"] + regularizer).mean(),
+            recon_loss=recon_loss,
+            reg_loss=reg_loss,
             recon_x=self.likelihood.mean(objective.decoder_params),
             z=objective.z,
             terms=objective.terms,
