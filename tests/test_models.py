@@ -2,14 +2,13 @@ import math
 
 import pytest
 import torch
+from custom_nets import TinyDecoder, TinyEncoder
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 import vaebench
 from vaebench import AE, VAE, AEConfig, VAEConfig, create_model, list_models
 from vaebench.distributions import DiagonalGaussian, StandardNormal
 from vaebench.nn import ConvDecoder, ConvEncoder
-
-from custom_nets import TinyDecoder, TinyEncoder
 
 
 def _normal_nll(x, mean, sigma):

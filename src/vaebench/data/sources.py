@@ -103,7 +103,7 @@ def _to_float(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
         return torch.from_numpy(array.astype(np.float32))
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
 
 
 def _from_dataset(dataset: torch.utils.data.Dataset, name: str) -> ArrayData:
