@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from vaebench import Trainer, TrainerConfig, create_model, load_model
+from vaebench import AE, VAE, Trainer, TrainerConfig, create_model, load_model
 from vaebench.data import load_dataset
 from vaebench.training import evaluate
 
@@ -108,10 +108,11 @@ def test_optimizers_and_schedulers_by_name(digits, optimizer, scheduler):
 def test_gradient_clipping_bounds_the_update(digits):
     x_train, _ = digits
     model = _model()
-    start = {k: v.clone() for k, v in model.state_dict().items()}
+    start = {k: v.detach().clone() for k, v in model.named_parameters()}
     Trainer(model, _config(epochs=1, optimizer="sgd", learning_rate=1.0, grad_clip_norm=1e-3,
                            batch_size=len(x_train))).fit(x_train)
-    change = torch.sqrt(sum(((model.state_dict()[k] - v) ** 2).sum() for k, v in start.items()))
+    now = dict(model.named_parameters())
+    change = torch.sqrt(sum(((now[k] - v) ** 2).sum() for k, v in start.items()))
     assert change <= 1e-3 * 1.0001
 
 
@@ -149,3 +150,76 @@ def test_invalid_trainer_fields():
     model = _model()
     with pytest.raises(ValueError, match="optimizer_kwargs"):
         Trainer(model, _config(optimizer_kwargs={"nope": 1})).fit(torch.rand(8, 1, 8, 8))
+
+
+class _TwoGroupVAE(VAE):
+    """A VAE with a second parameter group trained by its own optimizer in the same step."""
+
+    name = "two_group_test"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.critic = torch.nn.Linear(self.config.latent_dim, 1)
+        self.epochs_started = 0
+
+    def parameter_groups(self):
+        critic = set(self.critic.parameters())
+        return {"model": [p for p in self.parameters() if p not in critic],
+                "critic": list(self.critic.parameters())}
+
+    def optimizer_defaults(self):
+        return {"critic": {"optimizer": "sgd", "learning_rate": 0.5}}
+
+    def training_step(self, x, update, **inputs):
+        output = super().training_step(x, update, **inputs)
+        # the critic learns to predict 1 from the (detached) codes
+        update("critic", ((self.critic(output.z.detach()) - 1) ** 2).mean())
+        return output
+
+    def on_epoch_start(self):
+        self.epochs_started += 1
+
+    def epoch_metrics(self):
+        return {"critic_bias": float(self.critic.bias.detach())}
+
+
+def test_models_declare_parameter_groups_and_update_steps(digits):
+    x_train, _ = digits
+    torch.manual_seed(0)
+    model = _TwoGroupVAE(input_dim=(1, 8, 8), latent_dim=3, likelihood="bernoulli")
+    trainer = Trainer(model, _config(epochs=2, batch_size=128))
+    history = trainer.fit(x_train)
+    assert model.epochs_started == 2
+    assert int(model.num_steps) == 2 * -(-len(x_train) // 128)
+    assert "train_critic_bias" in history[-1]
+    z = model.encode(x_train[:200]).mean
+    assert abs(float(model.critic(z).mean().detach()) - 1) < 0.1  # the critic's optimizer ran
+    # per-group overrides from the trainer config win over the model's defaults
+    optimizers = Trainer(model, _config(group_optimizers={"critic": {"learning_rate": 0.01}}))\
+        ._build_optimizers()
+    assert isinstance(optimizers["critic"], torch.optim.SGD)
+    assert optimizers["critic"].param_groups[0]["lr"] == 0.01
+    assert isinstance(optimizers["model"], torch.optim.Adam)
+    with pytest.raises(ValueError, match="group_optimizers names"):
+        Trainer(model, _config(group_optimizers={"disc": {}}))._build_optimizers()
+
+
+class _LabelledAE(AE):
+    """Needs labels: its reconstruction target is shifted by the label."""
+
+    name = "labelled_test"
+    needs_labels = True
+
+    def objective(self, x, labels):
+        self.seen_labels = labels
+        return super().objective(x)
+
+
+def test_labels_reach_models_that_need_them(digits):
+    x_train, _ = digits
+    _, y_train = load_dataset("digits", "train")
+    model = _LabelledAE(input_dim=(1, 8, 8), latent_dim=2)
+    Trainer(model, _config(epochs=1, batch_size=2000)).fit((x_train, y_train))
+    assert sorted(model.seen_labels.tolist()) == sorted(y_train.tolist())
+    with pytest.raises(ValueError, match="has no labels"):
+        Trainer(model, _config(epochs=1)).fit(x_train)

@@ -50,30 +50,44 @@ class ArrayData:
         """Move in-memory data to ``device`` once; memory-mapped data stays on disk."""
         if not self.in_memory:
             return self
-        return ArrayData(self.x.to(device), self.labels, self.name)
+        labels = None if self.labels is None else self.labels.to(device)
+        return ArrayData(self.x.to(device), labels, self.name)
 
     def take(self, index: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
         """Rows ``index`` as a float32 tensor (on the device of in-memory data)."""
         if self.in_memory:
             return self.x[index]
         if isinstance(index, torch.Tensor):
-            index = np.sort(index.cpu().numpy())  # sorted reads are sequential on disk
+            index = index.cpu().numpy()
         return _to_float(np.asarray(self.x[index]))
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
-        """Yield batches of rows; a shuffled order is one ``randperm`` per epoch."""
+                device: torch.device | str | None = None,
+                with_labels: bool = False) -> Iterator[Any]:
+        """Yield batches of rows (or ``(rows, labels)`` pairs with ``with_labels``); a
+        shuffled order is one ``randperm`` per epoch."""
+        if with_labels and self.labels is None:
+            raise ValueError(f"{self.name} has no labels, but the model needs them")
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
-                batch = self.take(slice(start, min(start + batch_size, n)))
+                index: Any = slice(start, min(start + batch_size, n))
             else:
                 index = order[start:start + batch_size]
-                batch = self.take(index.to(self.x.device) if self.in_memory else index)
-            yield batch if device is None else batch.to(device, non_blocking=True)
+                if not self.in_memory:  # read sorted rows from disk, keep labels aligned
+                    index = index.sort().values
+                elif index.device != self.x.device:
+                    index = index.to(self.x.device)
+            batch = self.take(index)
+            if device is not None:
+                batch = batch.to(device, non_blocking=True)
+            if with_labels:
+                yield batch, self.labels[index].to(batch.device)
+            else:
+                yield batch
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)

@@ -9,7 +9,7 @@ when only the batch size changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,12 +64,16 @@ class Autoencoder(nn.Module):
     """Base of every model: encoder -> posterior -> z -> decoder -> likelihood.
 
     Subclasses set ``name`` and ``config_class`` and state what differs: the posterior
-    (:meth:`posterior`, :attr:`encoder_features`), the objective's terms
-    (:meth:`objective`) and their weights (:meth:`term_weights`).
+    (:meth:`posterior`, :attr:`encoder_output_shape`), the objective's terms
+    (:meth:`objective`) and their weights (:meth:`term_weights`). A model that needs more
+    than one optimizer declares :meth:`parameter_groups` and overrides
+    :meth:`training_step`; a model conditioned on labels sets ``needs_labels`` and takes
+    ``labels`` in :meth:`objective`.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    needs_labels: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, *, encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, **config_fields: Any):
@@ -84,6 +88,8 @@ class Autoencoder(nn.Module):
         update = {role: import_path(type(net)) for role, net in
                   (("encoder", encoder), ("decoder", decoder)) if net is not None}
         self.config = config.model_copy(update=update)
+        # Optimizer updates so far: drives schedules (annealing) and is saved with the model.
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         self.likelihood = build_likelihood(config.likelihood, config.input_dim,
                                            sigma=config.sigma, sigma_per=config.sigma_per)
         self.prior = StandardNormal(self.latent_shape)
@@ -105,6 +111,11 @@ class Autoencoder(nn.Module):
         """Width of the encoder output: the posterior's parameters."""
         return self.config.latent_dim
 
+    @property
+    def encoder_output_shape(self) -> tuple[int, ...]:
+        """Shape of the encoder output for one sample."""
+        return (self.encoder_features,)
+
     def posterior(self, params: torch.Tensor) -> Any:
         """Turn the encoder output into q(z | x)."""
         raise NotImplementedError
@@ -115,6 +126,29 @@ class Autoencoder(nn.Module):
 
     def term_weights(self) -> dict[str, float]:
         """Weight of each term in the loss; unlisted terms weigh 1."""
+        return {}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each optimizer, by name; one group ``"model"`` by default."""
+        return {"model": list(self.parameters())}
+
+    def optimizer_defaults(self) -> dict[str, dict[str, Any]]:
+        """Per-group optimizer settings a model recommends (e.g. a discriminator's)."""
+        return {}
+
+    def training_step(self, x: torch.Tensor, update: Callable[[str, torch.Tensor], None],
+                      **inputs: Any) -> ModelOutput:
+        """One optimization step on batch ``x``: ``update(group, loss)`` back-propagates
+        ``loss`` and steps the optimizer of ``group``."""
+        output = self(x, **inputs)
+        update("model", output.loss)
+        return output
+
+    def on_epoch_start(self) -> None:
+        """Reset statistics gathered over an epoch (e.g. codebook usage)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Statistics gathered since :meth:`on_epoch_start`, reported in the history."""
         return {}
 
     # --- shared mechanics -----------------------------------------------------------------
@@ -129,8 +163,8 @@ class Autoencoder(nn.Module):
         """Decoder output: the parameters of p(x | z)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        objective = self.objective(x)
+    def forward(self, x: torch.Tensor, **inputs: Any) -> ModelOutput:
+        objective = self.objective(x, **inputs)
         weights = self.term_weights()
         weighted = {name: weights.get(name, 1.0) * term for name, term in objective.terms.items()}
         regularizer = sum(term for name, term in weighted.items() if name != "recon")
@@ -177,13 +211,13 @@ class Autoencoder(nn.Module):
                 except Exception as err:
                     raise ValueError(f"the encoder fails on a batch of shape {tuple(x.shape)}: "
                                      f"{err}") from err
-                want = (2, self.encoder_features)
+                want = (2, *self.encoder_output_shape)
                 if tuple(h.shape) != want:
                     raise ValueError(
                         f"the encoder outputs shape {tuple(h.shape)} for a batch of 2; "
                         f"{type(self).__name__} with latent_dim={self.config.latent_dim} needs "
                         f"{want} ({self._encoder_output_meaning()})")
-                z = self.prior.sample(2)
+                z = torch.zeros(2, *self.latent_shape)
                 try:
                     out = self.decoder(z)
                 except Exception as err:

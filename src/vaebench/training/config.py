@@ -21,6 +21,10 @@ class TrainerConfig(Config):
     learning_rate: float = Field(1e-3, gt=0)
     optimizer: str = "adam"
     optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    group_optimizers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per parameter group (e.g. 'discriminator'): optimizer, learning_rate, "
+                    "optimizer_kwargs overriding the model's defaults and the fields above")
     scheduler: str = "none"
     scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
     grad_clip_norm: float | None = Field(None, gt=0)

@@ -35,17 +35,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def model_batches(model: Autoencoder, data: ArrayData, batch_size: int, **options: Any):
+    """Batches as ``(x, inputs)``: the keyword inputs the model needs besides x."""
+    if model.needs_labels:
+        for x, labels in data.batches(batch_size, with_labels=True, **options):
+            yield x, {"labels": labels}
+    else:
+        for x in data.batches(batch_size, **options):
+            yield x, {}
+
+
 @torch.no_grad()
 def evaluate(model: Autoencoder, data: Any, batch_size: int = 512) -> dict[str, float]:
     """Mean loss and mean of each per-sample term over ``data``, in eval mode."""
     data = as_data(data, name="eval data")
     was_training = model.training
     model.eval()
-    device = model.device
     totals: dict[str, torch.Tensor] = {}
     try:
-        for x in data.batches(batch_size, device=device):
-            _accumulate(totals, model(x))
+        for x, inputs in model_batches(model, data, batch_size, device=model.device):
+            _accumulate(totals, model(x, **inputs))
     finally:
         model.train(was_training)
     return {k: float(v) / len(data) for k, v in totals.items()}
@@ -74,14 +83,30 @@ class Trainer:
         self.best_eval_loss = math.inf
         self.best_epoch: int | None = None
 
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        cls = _OPTIMIZERS[self.config.optimizer]
-        try:
-            return cls(self.model.parameters(), lr=self.config.learning_rate,
-                       **self.config.optimizer_kwargs)
-        except TypeError as err:
-            raise ValueError(f"optimizer_kwargs {self.config.optimizer_kwargs} are not valid for "
-                             f"{self.config.optimizer}: {err}") from err
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per parameter group of the model."""
+        cfg = self.config
+        groups = self.model.parameter_groups()
+        unknown = set(cfg.group_optimizers) - set(groups)
+        if unknown:
+            raise ValueError(f"group_optimizers names {sorted(unknown)}, but "
+                             f"{self.model.name} has parameter groups {sorted(groups)}")
+        defaults = self.model.optimizer_defaults()
+        optimizers = {}
+        for group, params in groups.items():
+            settings = {"optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate,
+                        "optimizer_kwargs": cfg.optimizer_kwargs,
+                        **defaults.get(group, {}), **cfg.group_optimizers.get(group, {})}
+            extra = set(settings) - {"optimizer", "learning_rate", "optimizer_kwargs"}
+            if extra or settings["optimizer"] not in _OPTIMIZERS:
+                raise ValueError(f"invalid optimizer settings for group {group!r}: {settings}")
+            try:
+                optimizers[group] = _OPTIMIZERS[settings["optimizer"]](
+                    params, lr=settings["learning_rate"], **settings["optimizer_kwargs"])
+            except TypeError as err:
+                raise ValueError(f"optimizer_kwargs {settings['optimizer_kwargs']} are not valid "
+                                 f"for {settings['optimizer']}: {err}") from err
+        return optimizers
 
     def _build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
         name, kwargs = self.config.scheduler, dict(self.config.scheduler_kwargs)
@@ -122,25 +147,25 @@ class Trainer:
         if steps == 0:
             raise ValueError(f"train data has {len(train)} samples, fewer than one batch of "
                              f"{cfg.batch_size} with drop_last=True")
-        optimizer = self._build_optimizer()
-        scheduler = self._build_scheduler(optimizer, steps)
+        optimizers = self._build_optimizers()
+        schedulers = {group: self._build_scheduler(opt, steps)
+                      for group, opt in optimizers.items()}
         first_epoch = 1
         if resume_from is not None:
-            first_epoch = self._resume(Path(resume_from), optimizer, scheduler, shuffle) + 1
+            first_epoch = self._resume(Path(resume_from), optimizers, schedulers, shuffle) + 1
         best_state = None
         bar = tqdm(total=(cfg.epochs - first_epoch + 1) * steps, disable=not cfg.progress,
-                   desc=model.name, unit="step", dynamic_ncols=True)
+                   desc=model.name, unit="step", dynamic_ncols=True, mininterval=0.5)
         try:
             for epoch in range(first_epoch, cfg.epochs + 1):
-                record = self._train_epoch(epoch, train, optimizer, scheduler, shuffle, bar)
+                record = self._train_epoch(epoch, train, optimizers, schedulers, shuffle, bar)
                 if evaluation is not None:
                     record.update({f"eval_{k}": v for k, v in
                                    evaluate(model, evaluation, cfg.eval_batch_size).items()})
-                if scheduler is not None and not isinstance(
-                        scheduler, torch.optim.lr_scheduler.OneCycleLR):
+                for scheduler in schedulers.values():
                     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                         scheduler.step(record.get("eval_loss", record["train_loss"]))
-                    else:
+                    elif scheduler is not None and not _per_step(scheduler):
                         scheduler.step()
                 self.history.append(record)
                 if evaluation is not None and record["eval_loss"] < self.best_eval_loss:
@@ -154,7 +179,7 @@ class Trainer:
                 if self.output_dir is not None:
                     write_json(self.output_dir / "history.json", self.history)
                     if last or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                        self._checkpoint(epoch, optimizer, scheduler, shuffle)
+                        self._checkpoint(epoch, optimizers, schedulers, shuffle)
         finally:
             bar.close()
         if cfg.keep_best and best_state is not None:
@@ -163,23 +188,35 @@ class Trainer:
             save_model(model, self.output_dir / "model")
         return self.history
 
-    def _train_epoch(self, epoch, train: ArrayData, optimizer, scheduler, shuffle, bar):
+    def _update(self, optimizers, schedulers):
+        """The ``update(group, loss)`` callback handed to ``model.training_step``."""
+        clip = self.config.grad_clip_norm
+
+        def update(group: str, loss: torch.Tensor) -> None:
+            optimizer = optimizers[group]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            if _per_step(schedulers[group]):
+                schedulers[group].step()
+
+        return update
+
+    def _train_epoch(self, epoch, train: ArrayData, optimizers, schedulers, shuffle, bar):
         cfg, model = self.config, self.model
         model.train()
+        model.on_epoch_start()
         start = time.perf_counter()
         totals: dict[str, torch.Tensor] = {}
-        one_cycle = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
-        batches = train.batches(cfg.batch_size, shuffle=True, generator=shuffle,
+        update = self._update(optimizers, schedulers)
+        batches = model_batches(model, train, cfg.batch_size, shuffle=True, generator=shuffle,
                                 drop_last=cfg.drop_last, device=self.device)
-        for step, x in enumerate(batches, 1):
-            output = model(x)
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            if cfg.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-            optimizer.step()
-            if one_cycle:
-                scheduler.step()
+        for step, (x, inputs) in enumerate(batches, 1):
+            output = model.training_step(x, update, **inputs)
+            model.num_steps += 1
             _accumulate(totals, output)
             bar.update(1)
             if step % cfg.log_every == 0:
@@ -188,24 +225,30 @@ class Trainer:
             if cfg.drop_last else len(train)
         record: dict[str, Any] = {"epoch": epoch}
         record.update({f"train_{k}": float(v) / seen for k, v in totals.items()})
+        record.update({f"train_{k}": v for k, v in model.epoch_metrics().items()})
         if not math.isfinite(record["train_loss"]):
             raise FloatingPointError(
                 f"the training loss became {record['train_loss']} in epoch {epoch} of "
                 f"{model.name}; lower the learning rate or set grad_clip_norm "
                 + ("(the best model so far is saved)" if self.best_epoch else ""))
-        record["lr"] = optimizer.param_groups[0]["lr"]
+        record["lr"] = optimizers["model"].param_groups[0]["lr"] if "model" in optimizers \
+            else next(iter(optimizers.values())).param_groups[0]["lr"]
         record["seconds"] = time.perf_counter() - start
         return record
 
-    def _checkpoint(self, epoch, optimizer, scheduler, shuffle) -> None:
+    def _checkpoint(self, epoch, optimizers, schedulers, shuffle) -> None:
         folder = self.output_dir / "checkpoints" / f"epoch_{epoch:04d}"
         save_model(self.model, folder)
-        tensors, state = _flatten_optimizer_state(optimizer.state_dict())
-        save_tensors(folder / "optimizer.safetensors", tensors)
+        optimizer_states = {}
+        for group, optimizer in optimizers.items():
+            tensors, rest = _flatten_optimizer_state(optimizer.state_dict())
+            save_tensors(folder / f"optimizer_{group}.safetensors", tensors)
+            optimizer_states[group] = rest
         write_json(folder / "trainer_state.json", {
             "epoch": epoch,
-            "optimizer": state,
-            "scheduler": None if scheduler is None else _json_safe(scheduler.state_dict()),
+            "optimizers": optimizer_states,
+            "schedulers": {g: None if s is None else _json_safe(s.state_dict())
+                           for g, s in schedulers.items()},
             "shuffle_rng": shuffle.get_state().tolist(),
             "torch_rng": torch.get_rng_state().tolist(),
             "history": self.history,
@@ -213,7 +256,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
         })
 
-    def _resume(self, folder: Path, optimizer, scheduler, shuffle) -> int:
+    def _resume(self, folder: Path, optimizers, schedulers, shuffle) -> int:
         state_path = folder / "trainer_state.json"
         if not state_path.is_file():
             raise FileNotFoundError(f"no trainer_state.json in {folder}: not a checkpoint")
@@ -221,16 +264,26 @@ class Trainer:
             state = json.loads(state_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{state_path} is corrupt: {err}") from err
+        if set(state["optimizers"]) != set(optimizers):
+            raise ValueError(f"checkpoint {folder} has optimizers {sorted(state['optimizers'])}"
+                             f", the model has parameter groups {sorted(optimizers)}")
         self.model.load_state_dict(load_tensors(folder / "model.safetensors"))
-        optimizer.load_state_dict(_unflatten_optimizer_state(
-            load_tensors(folder / "optimizer.safetensors"), state["optimizer"]))
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
+        for group, optimizer in optimizers.items():
+            tensors = load_tensors(folder / f"optimizer_{group}.safetensors")
+            optimizer.load_state_dict(
+                _unflatten_optimizer_state(tensors, state["optimizers"][group]))
+            if schedulers[group] is not None and state["schedulers"][group] is not None:
+                schedulers[group].load_state_dict(state["schedulers"][group])
         shuffle.set_state(torch.tensor(state["shuffle_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         self.history = state["history"]
         self.best_eval_loss, self.best_epoch = state["best_eval_loss"], state["best_epoch"]
         return int(state["epoch"])
+
+
+def _per_step(scheduler: Any) -> bool:
+    """Schedulers stepped after every update rather than every epoch."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
 
 
 def _json_safe(value: Any) -> Any:
