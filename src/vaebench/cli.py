@@ -116,6 +116,7 @@ def train_command(args: argparse.Namespace) -> int:
     history = trainer.fit(train, test)
     seconds = time.perf_counter() - start
 
+    model.fit_prior(train)
     model.eval()
     scores = evaluate(model, test)
     mse = reconstruction_mse(model, test)

@@ -190,6 +190,10 @@ class Autoencoder(nn.Module):
         z = self.prior.sample(n, device=self.device)
         return self.likelihood.mean(self.decode(z))
 
+    def fit_prior(self, data: ArrayData, **options: Any) -> None:
+        """Fit a prior on the codes of trained data, for models whose prior is learned
+        after the autoencoder (e.g. a PixelCNN over VQ-VAE codes); a no-op otherwise."""
+
     def prepare(self, data: ArrayData) -> None:
         """Called once by the trainer with the training data, before the first step."""
         self.likelihood.prepare(data)
