@@ -117,6 +117,7 @@ def train_command(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
 
     model.fit_prior(train)
+    model.save(output / "model")  # the returned (best) weights, with any fitted prior
     model.eval()
     scores = evaluate(model, test)
     mse = reconstruction_mse(model, test)
