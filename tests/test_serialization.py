@@ -108,7 +108,7 @@ def test_failed_save_keeps_previous_model(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vaebench.serialization.save_file", broken)
+    monkeypatch.setattr("vaebench.serialization.save", broken)
     with pytest.raises(OSError, match="disk full"):
         create_model("vae", input_dim=(1, 8, 8), latent_dim=2).save(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before

