@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from vaebench.config import Config
 
@@ -37,18 +37,13 @@ class TrainerConfig(Config):
     progress: bool = True
     log_every: int = Field(20, gt=0, description="steps between progress-bar updates")
 
-    @field_validator("optimizer")
+    @field_validator("optimizer", "scheduler")
     @classmethod
-    def _known_optimizer(cls, value: str) -> str:
-        if value.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
-        return value.lower()
-
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, value: str) -> str:
-        if value.lower() not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        known = OPTIMIZERS if info.field_name == "optimizer" else SCHEDULERS
+        if value.lower() not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose one of "
+                             f"{', '.join(known)}")
         return value.lower()
 
     @field_validator("device")
