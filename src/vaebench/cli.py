@@ -82,10 +82,10 @@ def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
         data = as_data(args.dataset, name=str(args.dataset))
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
         n_test = max(1, len(data) // 10)
-        test = ArrayData(data.take(order[:n_test]), None, "test data")
-        train = ArrayData(data.take(order[n_test:]), None, "train data")
+        test = data.subset(order[:n_test], "test data")
+        train = data.subset(order[n_test:], "train data")
     if args.train_size is not None:
-        train = ArrayData(train.take(slice(0, args.train_size)), None, "train data")
+        train = train.subset(slice(0, args.train_size))
     return train, test
 
 

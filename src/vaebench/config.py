@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Config(BaseModel):
@@ -30,11 +30,13 @@ class ModelConfig(Config):
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     decoder: str = "mlp"
     decoder_kwargs: dict[str, Any] = Field(default_factory=dict)
-    likelihood: str = Field("gaussian", description="reconstruction distribution p(x|z)")
+    likelihood: str = Field("gaussian", description="reconstruction distribution p(x|z)",
+                            validate_default=True)
     sigma: float | str = Field(
-        1.0, description="Gaussian scale: a positive number, or 'learned' / 'optimal' / 'data'"
-    )
-    sigma_per: str = Field("scalar", description="learned sigma: 'scalar', 'channel' or 'pixel'")
+        1.0, description="Gaussian scale: a positive number, or 'learned' / 'optimal' / 'data'",
+        validate_default=True)
+    sigma_per: str = Field("scalar", description="learned sigma: 'scalar', 'channel' or 'pixel'",
+                           validate_default=True)
 
     @field_validator("input_dim")
     @classmethod
@@ -43,12 +45,45 @@ class ModelConfig(Config):
             raise ValueError(f"every entry of input_dim must be a positive integer, got {value}")
         return value
 
+    # likelihood, sigma and sigma_per must fit together (e.g. sigma='optimal' is Gaussian
+    # only). Fields validate in order (all three validate their defaults too), so sigma is
+    # checked against likelihood and sigma_per against both; on assignment the other fields
+    # are in ``info.data``, so a bad combination is refused before it is stored. Errors name
+    # the field.
     @field_validator("likelihood")
     @classmethod
-    def _known_likelihood(cls, value: str) -> str:
-        from vaebench.likelihoods import list_likelihoods
+    def _known_likelihood(cls, value: str, info: ValidationInfo) -> str:
+        from vaebench.likelihoods import check_sigma, check_sigma_per, list_likelihoods
 
         known = list_likelihoods()
         if value not in known:
             raise ValueError(f"unknown likelihood {value!r}; known: {', '.join(known)}")
+        if "sigma" in info.data:  # assignment: the other fields are already set
+            check_sigma(value, info.data["sigma"])
+            if "sigma_per" in info.data:
+                check_sigma_per(value, info.data["sigma"], info.data["sigma_per"])
+        return value
+
+    @field_validator("sigma")
+    @classmethod
+    def _valid_sigma(cls, value: float | str, info: ValidationInfo) -> float | str:
+        from vaebench.likelihoods import check_sigma, check_sigma_per, normalize_sigma
+
+        value = normalize_sigma(value)
+        if "likelihood" in info.data:
+            check_sigma(info.data["likelihood"], value)
+            if "sigma_per" in info.data:  # assignment
+                check_sigma_per(info.data["likelihood"], value, info.data["sigma_per"])
+        return value
+
+    @field_validator("sigma_per")
+    @classmethod
+    def _valid_sigma_per(cls, value: str, info: ValidationInfo) -> str:
+        from vaebench.likelihoods import SIGMA_PER, check_sigma_per
+
+        if value not in SIGMA_PER:
+            raise ValueError(f"sigma_per must be one of {', '.join(map(repr, SIGMA_PER))}, "
+                             f"got {value!r}")
+        if "likelihood" in info.data and "sigma" in info.data:
+            check_sigma_per(info.data["likelihood"], info.data["sigma"], value)
         return value

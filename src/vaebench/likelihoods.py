@@ -3,13 +3,25 @@
 Every likelihood turns the decoder's output (its *parameters*) into a distribution over one
 sample x and returns the per-sample negative log-likelihood in nats: summed over every
 dimension of the sample (pixels, channels), normalizing constants included, never averaged
-over pixels. The caller averages over the batch. See ``docs/`` and DESIGN.md.
+over pixels. The caller averages over the batch. See ``docs/likelihoods.md`` and DESIGN.md.
+
+=========================  =================================  ===========================
+name                       decoder output per sample          scale (``sigma``)
+=========================  =================================  ===========================
+``gaussian``               mean, shape ``input_dim``          number, ``"learned"``,
+                                                              ``"optimal"``, ``"data"``
+``laplace``                location, shape ``input_dim``      number, ``"learned"``
+``bernoulli``              logits, shape ``input_dim``        none
+``continuous_bernoulli``   logits, shape ``input_dim``        none
+``discretized_logistic``   mean and log-scale, ``(2C, ...)``  from the decoder
+=========================  =================================  ===========================
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +31,16 @@ if TYPE_CHECKING:
     from vaebench.data.sources import ArrayData
 
 LOG_2PI = math.log(2 * math.pi)
+LOG_2 = math.log(2.0)
+
+#: Named values of ``sigma`` (any positive number is a fixed scale).
+SIGMA_MODES = ("learned", "optimal", "data")
+#: Shapes of a learned scale (or of the data variance).
+SIGMA_PER = ("scalar", "channel", "pixel")
+#: Soft lower bound on a learned Gaussian / Laplace scale (and the floor of an optimal or
+#: data-variance scale), so that a scale cannot collapse to 0 on constant pixels.
+SIGMA_MIN = 1e-3
+_LOG_SIGMA_MIN = math.log(SIGMA_MIN)
 
 _LIKELIHOODS: dict[str, type[Likelihood]] = {}
 
@@ -36,14 +58,110 @@ def _sum_per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
 
 
+def _soft_floor(log_scale: torch.Tensor, floor: float = _LOG_SIGMA_MIN) -> torch.Tensor:
+    """``floor + softplus(log_scale - floor)``: equal to ``log_scale`` well above ``floor``,
+    never below it, with a gradient everywhere (the "softclip" of Rybkin et al. 2021)."""
+    return floor + F.softplus(log_scale - floor)
+
+
+def _scale_shape(input_dim: tuple[int, ...], per: str) -> tuple[int, ...]:
+    """Shape of a scale that broadcasts against one sample of shape ``input_dim``."""
+    if per == "scalar":
+        return ()
+    if per == "channel":
+        return (input_dim[0],) + (1,) * (len(input_dim) - 1)
+    return tuple(input_dim)
+
+
+def check_likelihood_options(likelihood: str, sigma: Any = 1.0,
+                             sigma_per: str = "scalar") -> float | str:
+    """Validate a (likelihood, sigma, sigma_per) combination; return sigma normalized.
+
+    Raises a ValueError whose message names the offending field. Used by the model configs
+    at construction and by :func:`build_likelihood`.
+    """
+    sigma = check_sigma(likelihood, sigma)
+    check_sigma_per(likelihood, sigma, sigma_per)
+    return sigma
+
+
+def check_sigma(likelihood: str, sigma: Any) -> float | str:
+    """``sigma`` must be valid for ``likelihood``; returns it normalized."""
+    if likelihood not in _LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; known: "
+                         f"{', '.join(list_likelihoods())}")
+    sigma = normalize_sigma(sigma)
+    cls = _LIKELIHOODS[likelihood]
+    mode = "fixed" if isinstance(sigma, float) else sigma
+    if not cls.scale_modes:
+        if sigma != 1.0:
+            raise ValueError(f"likelihood={likelihood!r} has no scale, so sigma={sigma!r} would "
+                             "be ignored; leave sigma at its default 1.0")
+    elif mode not in cls.scale_modes:
+        users = [n for n, c in sorted(_LIKELIHOODS.items()) if mode in c.scale_modes]
+        takes = " or ".join(["a positive number"] + [repr(m) for m in cls.scale_modes
+                                                     if m != "fixed"])
+        raise ValueError(f"sigma={sigma!r} is not available for likelihood={likelihood!r}, "
+                         f"whose sigma is {takes}; sigma={sigma!r} is for "
+                         f"likelihood={' or '.join(map(repr, users))}")
+    return sigma
+
+
+def check_sigma_per(likelihood: str, sigma: float | str, sigma_per: str) -> None:
+    """``sigma_per`` must be known and fit ``sigma`` (already checked by check_sigma)."""
+    if sigma_per not in SIGMA_PER:
+        raise ValueError(f"sigma_per must be one of {', '.join(map(repr, SIGMA_PER))}, "
+                         f"got {sigma_per!r}")
+    if sigma_per == "scalar":
+        return
+    if sigma not in ("learned", "data"):
+        raise ValueError(f"sigma_per={sigma_per!r} applies only to sigma='learned' (and "
+                         f"sigma='data'); with likelihood={likelihood!r} and sigma={sigma!r} "
+                         "leave sigma_per at 'scalar'")
+    if sigma == "data" and sigma_per == "pixel":
+        raise ValueError("sigma_per='pixel' with sigma='data' would divide by per-pixel "
+                         "variances that are zero on constant pixels (e.g. MNIST borders); "
+                         "use sigma_per='scalar' or 'channel'")
+
+
+def normalize_sigma(sigma: Any) -> float | str:
+    """A positive finite number (numeric strings accepted) or one of :data:`SIGMA_MODES`."""
+    if isinstance(sigma, str):
+        if sigma in SIGMA_MODES:
+            return sigma
+        try:
+            sigma = float(sigma)
+        except ValueError:
+            raise ValueError(f"sigma must be a positive number or one of "
+                             f"{', '.join(map(repr, SIGMA_MODES))}, got {sigma!r}") from None
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise ValueError(f"sigma must be a positive number or one of "
+                         f"{', '.join(map(repr, SIGMA_MODES))}, got {sigma!r}")
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive, finite number, got {sigma}")
+    return sigma
+
+
 class Likelihood(nn.Module):
-    """Base class: a conditional distribution over one sample given decoder parameters."""
+    """Base class: a conditional distribution over one sample given decoder parameters.
+
+    A likelihood may hold parameters (a learned scale) and buffers (data statistics); they
+    belong to the model's ``state_dict`` and are saved and loaded with it.
+    """
 
     name: ClassVar[str]
+    #: Which kinds of ``sigma`` this likelihood takes ("fixed" is a positive number).
+    scale_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, input_dim: tuple[int, ...]):
         super().__init__()
         self.input_dim = tuple(input_dim)
+
+    @property
+    def dim(self) -> int:
+        """D: the number of dimensions of one sample."""
+        return math.prod(self.input_dim)
 
     @property
     def param_shape(self) -> tuple[int, ...]:
@@ -51,7 +169,7 @@ class Likelihood(nn.Module):
         return self.input_dim
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample -log p(x | params) in nats, shape (B,)."""
+        """Per-sample -log p(x | params) in nats, summed over dimensions, shape (B,)."""
         raise NotImplementedError
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -59,51 +177,227 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """One draw of x from p(x | params)."""
         raise NotImplementedError
 
     def prepare(self, data: ArrayData) -> None:
         """Hook to compute data statistics once from the training set."""
 
     def bits_per_dim(self, nll: torch.Tensor) -> torch.Tensor:
-        """Convert per-sample nats to bits per dimension."""
-        return nll / (math.prod(self.input_dim) * math.log(2))
+        """Convert per-sample nats to bits per dimension: nll / (D log 2)."""
+        return nll / (self.dim * LOG_2)
 
 
-@_register
-class Gaussian(Likelihood):
-    """N(x; mu, sigma^2 I) with a fixed sigma.
+class _ScaledLikelihood(Likelihood):
+    """Shared machinery of a location-scale likelihood whose scale is fixed or learned."""
 
-    -log p = 0.5 * sum (x - mu)^2 / sigma^2 + D log sigma + (D / 2) log 2 pi.
-    sigma^2 scales the reconstruction against the other terms: a fixed sigma^2 acts like the
-    KL weight beta of a beta-VAE (Higgins et al. 2017), up to a constant.
-    """
+    scale_modes: ClassVar[tuple[str, ...]] = ("fixed", "learned")
 
-    name = "gaussian"
-
-    def __init__(self, input_dim: tuple[int, ...], sigma: float = 1.0):
+    def __init__(self, input_dim: tuple[int, ...], sigma: float | str = 1.0,
+                 sigma_per: str = "scalar"):
         super().__init__(input_dim)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        self.sigma = float(sigma)
+        sigma = check_likelihood_options(self.name, sigma, sigma_per)
+        self.mode = "fixed" if isinstance(sigma, float) else sigma
+        self.sigma_per = sigma_per
+        self.fixed_scale = sigma if isinstance(sigma, float) else None
+        if self.mode == "learned":
+            # log of the scale, so that the scale stays positive; starts at scale 1.
+            self.log_scale_param = nn.Parameter(torch.zeros(_scale_shape(self.input_dim,
+                                                                         sigma_per)))
 
-    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        d = math.prod(self.input_dim)
-        squared = _sum_per_sample((x - params) ** 2)
-        return 0.5 * squared / self.sigma**2 + d * (math.log(self.sigma) + 0.5 * LOG_2PI)
+    def extra_repr(self) -> str:
+        scale = self.fixed_scale if self.mode == "fixed" else repr(self.mode)
+        per = f", sigma_per={self.sigma_per!r}" if self.sigma_per != "scalar" else ""
+        return f"input_dim={self.input_dim}, sigma={scale}{per}"
+
+    def log_scale(self) -> torch.Tensor:
+        """Log of the scale, broadcastable to one sample (shape (), (C, 1, ...) or input_dim)."""
+        if self.mode == "learned":
+            return _soft_floor(self.log_scale_param)
+        return torch.tensor(math.log(self.fixed_scale), dtype=torch.float64)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """The scale in use (detached), broadcastable to one sample."""
+        return self.log_scale().detach().exp()
+
+    def _sum_log_scale(self, log_scale: torch.Tensor) -> torch.Tensor:
+        """sum over the D dimensions of log scale_d (a scalar tensor)."""
+        if log_scale.dim() == 0:
+            return log_scale * self.dim
+        return log_scale.expand(self.input_dim).sum()
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params
 
+
+@_register
+class Gaussian(_ScaledLikelihood):
+    """N(x; mu, sigma^2 I): the decoder outputs mu.
+
+    -log p = 0.5 * sum_d (x_d - mu_d)^2 / sigma_d^2 + sum_d log sigma_d + (D / 2) log 2 pi.
+
+    ``sigma`` may be
+
+    * a positive number (default 1.0: half the sum of squared errors plus constants). A
+      fixed sigma^2 plays the role of beta in a beta-VAE (Higgins et al. 2017): the loss
+      0.5 * SSE / sigma^2 + KL is, times sigma^2, 0.5 * SSE + sigma^2 * KL, so sigma^2 = beta.
+    * ``"learned"``: log sigma is a trained parameter, of shape () / (C, 1, ...) / input_dim
+      for ``sigma_per`` = "scalar" / "channel" / "pixel", saved with the model. It is
+      softly bounded below by :data:`SIGMA_MIN` (Rybkin et al. 2021 do the same), which
+      keeps constant pixels from driving it to 0.
+    * ``"optimal"``: the calibrated decoder of Rybkin, Daniilidis and Levine, "Simple and
+      Effective VAE Training with Calibrated Decoders" (ICML 2021), where sigma^2 takes its
+      maximum-likelihood value, the mean squared error, and the term becomes
+      (D / 2) log MSE + (D / 2)(1 + log 2 pi): the "log MSE" loss. Rybkin et al. take the
+      MSE over the batch; we take each sample's own optimum, sigma_i^2 = MSE_i =
+      (1 / D) sum_d (x_d - mu_d)^2, so that a sample's term never depends on the other
+      samples of its batch (no term may change when only the batch changes). MSE is floored
+      at SIGMA_MIN^2. A density whose sigma depends on x is not normalized, so this form is
+      used only in training mode; meanwhile a running average of the MSE (the
+      dataset-level optimal sigma^2) is kept in the buffer ``running_mse``, and in eval mode
+      (``not self.training``) sigma^2 is that fixed value: evaluation figures (ELBO,
+      importance-sampled log p(x)) are then those of a proper density.
+    * ``"data"``: sigma^2 is the variance of the training data, computed once by
+      :meth:`prepare` (the trainer calls it before training) and kept in the buffer
+      ``data_variance``, saved with the model. The squared error is then divided by the
+      data variance, as in DeepMind's VQ-VAE (van den Oord et al. 2017), whose
+      mean((x - mu)^2) / var is this term times 2 / D up to a constant.
+      ``sigma_per="channel"`` uses one variance per channel.
+    """
+
+    name = "gaussian"
+    scale_modes = ("fixed", "learned", "optimal", "data")
+
+    def __init__(self, input_dim: tuple[int, ...], sigma: float | str = 1.0,
+                 sigma_per: str = "scalar", momentum: float = 0.01):
+        super().__init__(input_dim, sigma, sigma_per)
+        if self.mode == "optimal":
+            if not 0 < momentum <= 1:
+                raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+            self.momentum = momentum
+            self.register_buffer("running_mse", torch.ones(()))
+            self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        elif self.mode == "data":
+            shape = _scale_shape(self.input_dim, sigma_per)
+            self.register_buffer("data_variance", torch.full(shape, math.nan))
+            self._prepared = False
+            self.register_load_state_dict_post_hook(_after_load)
+
+    def log_scale(self) -> torch.Tensor:
+        if self.mode == "optimal":
+            return 0.5 * self.running_mse.clamp_min(SIGMA_MIN**2).log()
+        if self.mode == "data":
+            self._check_prepared()
+            return 0.5 * self.data_variance.log()
+        return super().log_scale()
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        squared = (x - params) ** 2
+        if self.mode == "optimal" and self.training:
+            mse = _sum_per_sample(squared) / self.dim
+            self._track(mse)
+            var = mse.clamp_min(SIGMA_MIN**2)
+            # the Gaussian NLL at sigma_i^2 = var_i: (D/2)(MSE_i/var_i + log var_i + log 2 pi)
+            return 0.5 * self.dim * (mse / var + var.log() + LOG_2PI)
+        if self.mode == "fixed":
+            sigma = self.fixed_scale
+            return (0.5 / sigma**2) * _sum_per_sample(squared) + self.dim * (
+                math.log(sigma) + 0.5 * LOG_2PI)
+        log_sigma = self.log_scale()
+        weighted = _sum_per_sample(squared * torch.exp(-2.0 * log_sigma))
+        return 0.5 * weighted + self._sum_log_scale(log_sigma) + 0.5 * self.dim * LOG_2PI
+
     def sample(self, params: torch.Tensor) -> torch.Tensor:
-        return params + self.sigma * torch.randn_like(params)
+        if self.mode == "fixed":
+            return params + self.fixed_scale * torch.randn_like(params)
+        return params + self.log_scale().exp() * torch.randn_like(params)
+
+    @torch.no_grad()
+    def _track(self, mse: torch.Tensor) -> None:
+        """Running mean of the batch MSE: a cumulative mean for the first 1 / momentum
+        batches, then an exponential moving average (no host synchronization)."""
+        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum)
+        self.running_mse.lerp_(mse.detach().mean().to(self.running_mse.dtype),
+                               weight.to(self.running_mse.dtype))
+        self.num_updates += 1
+
+    def _check_prepared(self) -> None:
+        if not self._prepared:
+            raise RuntimeError(
+                "likelihood 'gaussian' with sigma='data' needs the variance of the training "
+                "data: call model.prepare(train_data) first (Trainer.fit does it)")
+
+    @torch.no_grad()
+    def prepare(self, data: ArrayData, force: bool = False) -> None:
+        """For sigma='data': compute the training-data variance (once; ``force`` redoes it).
+
+        Two chunked passes (mean, then squared deviations), accumulated in float64; the
+        population variance over all samples and dimensions (per channel with
+        ``sigma_per="channel"``), floored at SIGMA_MIN^2.
+        """
+        if self.mode != "data" or (self._prepared and not force):
+            return
+        per_channel = self.sigma_per == "channel"
+        dims = [0, *range(2, len(self.input_dim) + 1)] if per_channel else None
+        count = len(data) * (self.dim // self.input_dim[0] if per_channel else self.dim)
+
+        def batch_sum(values: torch.Tensor) -> torch.Tensor:
+            acc = values.double() if values.device.type != "mps" else values
+            return (acc.sum(dims) if dims is not None else acc.sum()).double().cpu()
+
+        total = sum(batch_sum(x) for x in data.batches(4096))
+        mean = total / count
+        device = self.data_variance.device
+        centre = (mean.float().view(-1, *[1] * (len(self.input_dim) - 1)) if per_channel
+                  else mean.float()).to(device)
+        squares = sum(batch_sum((x.to(device) - centre) ** 2) for x in data.batches(4096))
+        variance = (squares / count).clamp_min(SIGMA_MIN**2)
+        self.data_variance.copy_(variance.view(self.data_variance.shape))
+        self._prepared = True
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text + (f", momentum={self.momentum}" if self.mode == "optimal" else "")
+
+
+def _after_load(module: Gaussian, incompatible_keys: Any) -> None:
+    """After load_state_dict: a model saved after ``prepare`` needs no ``prepare`` again."""
+    module._prepared = bool(torch.isfinite(module.data_variance).all())
+
+
+@_register
+class Laplace(_ScaledLikelihood):
+    """Laplace(x; mu, b), an L1 reconstruction: the decoder outputs mu.
+
+    -log p = sum_d |x_d - mu_d| / b_d + sum_d log (2 b_d). ``sigma`` is the scale b: a
+    positive number or ``"learned"`` (scalar, per channel or per pixel, like the Gaussian's).
+    """
+
+    name = "laplace"
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        absolute = (x - params).abs()
+        if self.mode == "fixed":
+            b = self.fixed_scale
+            return _sum_per_sample(absolute) / b + self.dim * math.log(2 * b)
+        log_b = self.log_scale()
+        return (_sum_per_sample(absolute * torch.exp(-log_b)) + self._sum_log_scale(log_b)
+                + self.dim * LOG_2)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        noise = torch.empty_like(params).exponential_() - torch.empty_like(params).exponential_()
+        scale = self.fixed_scale if self.mode == "fixed" else self.log_scale().exp()
+        return params + scale * noise
 
 
 @_register
 class Bernoulli(Likelihood):
-    """Bernoulli on logits, for binary data (or [0, 1] data read as probabilities).
+    """Bernoulli on logits l, for binary data (or [0, 1] data read as probabilities).
 
-    -log p = sum softplus(l) - x * l, computed stably. For non-binary x in [0, 1] this is
-    a cross-entropy, not a normalized density: see ``continuous_bernoulli`` for that.
+    -log p = sum_d softplus(l_d) - x_d l_d, computed stably. For non-binary x in [0, 1] this
+    is a cross-entropy, not a normalized density on [0, 1] (its "likelihood" is not
+    comparable with a density's): see ``continuous_bernoulli`` for that.
     """
 
     name = "bernoulli"
@@ -118,15 +412,149 @@ class Bernoulli(Likelihood):
         return torch.bernoulli(torch.sigmoid(params))
 
 
+def _log_cb_normalizer(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l).
+
+    C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) (2 at lambda = 1/2). With
+    1 - 2 lambda = -tanh(l / 2) and atanh(1 - 2 lambda) = -l / 2 this is C = 2u / tanh(u),
+    u = l / 2, which has no cancellation; near u = 0 (0 / 0) we use the series
+    log(u / tanh u) = u^2 / 3 - 7 u^4 / 90 + O(u^6).
+    """
+    u = 0.5 * logits
+    small = u.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(u), u)
+    direct = torch.log(safe / torch.tanh(safe))
+    u2 = u * u
+    series = u2 / 3.0 - 7.0 * u2 * u2 / 90.0
+    return LOG_2 + torch.where(small, series, direct)
+
+
+def _langevin(u: torch.Tensor) -> torch.Tensor:
+    """coth(u) - 1 / u, with its series u/3 - u^3/45 + 2u^5/945 - u^7/4725 + 2u^9/93555
+    for |u| < 0.5 (where the difference of two large numbers loses precision)."""
+    small = u.abs() < 0.5
+    safe = torch.where(small, torch.ones_like(u), u)
+    direct = 1.0 / torch.tanh(safe) - 1.0 / safe
+    u2 = u * u
+    series = u * (1 / 3 + u2 * (-1 / 45 + u2 * (2 / 945 + u2 * (-1 / 4725 + u2 * 2 / 93555))))
+    return torch.where(small, series, direct)
+
+
+@_register
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli on logits (Loaiza-Ganem and Cunningham, "The continuous
+    Bernoulli: fixing a pervasive error in variational autoencoders", NeurIPS 2019).
+
+    p(x | lambda) = C(lambda) lambda^x (1 - lambda)^(1 - x) on [0, 1]: the Bernoulli
+    cross-entropy plus the normalizing constant, so it is a proper density for x in [0, 1].
+    -log p = sum_d [softplus(l_d) - x_d l_d - log C(lambda_d)]. The mean returned for
+    reconstructions is E[x] = lambda / (2 lambda - 1) + 1 / (2 atanh(1 - 2 lambda)) (1/2 at
+    lambda = 1/2), not lambda: with u = l / 2, E[x] = 1/2 + (coth u - 1/u) / 2.
+    """
+
+    name = "continuous_bernoulli"
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        cross_entropy = F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        return _sum_per_sample(cross_entropy - _log_cb_normalizer(params))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return 0.5 + 0.5 * _langevin(0.5 * params)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """Inverse CDF: F(x) = expm1(l x) / expm1(l), so x = log1p(u expm1(l)) / l. It is
+        evaluated at -|l| (no overflow) and mirrored, since 1 - X ~ CB(-l) when X ~ CB(l)."""
+        u = torch.rand_like(params)
+        a = -params.abs()
+        tiny = a > -1e-4
+        safe = torch.where(tiny, -torch.ones_like(a), a)
+        y = torch.where(tiny, u, torch.log1p(u * torch.expm1(safe)) / safe)
+        return torch.where(params > 0, 1.0 - y, y).clamp(0.0, 1.0)
+
+
+@_register
+class DiscretizedLogistic(Likelihood):
+    """Discretized logistic over the 256 levels k / 255 of 8-bit data in [0, 1] (Salimans,
+    Karpathy, Chen and Kingma, "PixelCNN++", ICLR 2017; one component).
+
+    The decoder outputs, per dimension, a mean mu and a log-scale (``param_shape`` is
+    (2C, ...) for input_dim (C, ...): the first C channels are the means). Level k gets the
+    probability of the logistic on its bin [(k - 1/2) / 255, (k + 1/2) / 255]; the edge
+    levels 0 and 255 also take the tails, so the 256 probabilities sum to one and the NLL is
+    a true discrete log-probability (bits/dim comparable with the literature). With
+    a, b the standardized upper and lower bin edges,
+    log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) + log(-expm1(b - a)),
+    an exact identity with no cancellation in either tail, so the interior bins need no
+    fallback to the density at the bin centre. Data are read as the nearest level
+    round(255 x); data with other levels (e.g. scikit-learn's 17-level digits) are rounded.
+    The log-scale is softly bounded below at -7 - log 2 (Salimans et al. clamp it at -7 on
+    their [-1, 1] scale).
+    """
+
+    name = "discretized_logistic"
+    levels: ClassVar[int] = 256
+    log_scale_min: ClassVar[float] = -7.0 - LOG_2
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        return (2 * self.input_dim[0], *self.input_dim[1:])
+
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = params.chunk(2, dim=1)
+        return mu, _soft_floor(raw, self.log_scale_min)
+
+    def log_probs(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log P(level of x_d) per dimension, shape of x."""
+        mu, log_s = self._split(params)
+        top = self.levels - 1
+        k = torch.round(x * top).clamp(0, top)
+        inv_s = torch.exp(-log_s)
+        centred = k / top - mu
+        half = 0.5 / top
+        upper = (centred + half) * inv_s
+        lower = (centred - half) * inv_s
+        log_cdf_upper = F.logsigmoid(upper)
+        log_sf_lower = F.logsigmoid(-lower)
+        interior = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(lower - upper))
+        return torch.where(k <= 0, log_cdf_upper, torch.where(k >= top, log_sf_lower, interior))
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -_sum_per_sample(self.log_probs(params, x))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[clamp(Y, 0, 1)] for Y ~ Logistic(mu, s), in closed form:
+        s (softplus(mu / s) - softplus((mu - 1) / s)). The 256-level variable is
+        round(255 clamp(Y, 0, 1)) / 255, so this differs from its mean by at most half a
+        level (1 / 510)."""
+        mu, log_s = self._split(params)
+        s = log_s.exp()
+        return s * (F.softplus(mu / s) - F.softplus((mu - 1.0) / s))
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        mu, log_s = self._split(params)
+        u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
+        y = mu + log_s.exp() * (torch.log(u) - torch.log1p(-u))
+        top = self.levels - 1
+        return torch.round(y.clamp(0.0, 1.0) * top) / top
+
+    @torch.no_grad()
+    def prepare(self, data: ArrayData) -> None:
+        """Warn when the training data are not on the 256 levels k / 255."""
+        x = data.take(slice(0, 1024)).float()
+        off = (x * (self.levels - 1) - torch.round(x * (self.levels - 1))).abs().max()
+        if float(off) > 1e-3 or float(x.min()) < 0 or float(x.max()) > 1:
+            warnings.warn(
+                "the discretized_logistic likelihood models 8-bit data (levels k / 255 in "
+                "[0, 1]), but the training data are off those levels: each value is read as "
+                "its nearest level, and the NLL is that of the rounded data", stacklevel=2)
+
+
 def build_likelihood(
     name: str, input_dim: tuple[int, ...], sigma: float | str = 1.0, sigma_per: str = "scalar"
 ) -> Likelihood:
-    """Build the likelihood named in a model config."""
-    if name not in _LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; known: {', '.join(list_likelihoods())}")
+    """Build the likelihood named in a model config (validating sigma and sigma_per)."""
+    sigma = check_likelihood_options(name, sigma, sigma_per)
     cls = _LIKELIHOODS[name]
-    if cls is Gaussian:
-        if isinstance(sigma, str):
-            raise ValueError(f"sigma={sigma!r} is not supported yet; give a positive number")
-        return Gaussian(input_dim, sigma=sigma)
+    if cls.scale_modes:
+        return cls(input_dim, sigma=sigma, sigma_per=sigma_per)
     return cls(input_dim)

@@ -61,6 +61,11 @@ class ArrayData:
             index = index.cpu().numpy()
         return _to_float(np.asarray(self.x[index]))
 
+    def subset(self, index: torch.Tensor | slice, name: str | None = None) -> ArrayData:
+        """Rows ``index`` (and their labels) as in-memory data."""
+        labels = None if self.labels is None else self.labels[index]
+        return ArrayData(self.take(index), labels, name or self.name)
+
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
                 device: torch.device | str | None = None,

@@ -7,6 +7,26 @@ from typing import Any
 import torch
 
 from vaebench.data import as_data
+from vaebench.metrics.features import ClassifierFeatures, FeatureExtractor, InceptionFeatures
+from vaebench.metrics.likelihood import (
+    elbo,
+    has_likelihood,
+    likelihood_report,
+    log_likelihood,
+)
+from vaebench.metrics.representation import (
+    knn_accuracy,
+    latent_codes,
+    linear_probe_accuracy,
+    representation_report,
+)
+from vaebench.metrics.sample_quality import (
+    feature_frechet_distance,
+    frechet_distance,
+    gaussian_stats,
+    precision_recall,
+    sample_quality,
+)
 
 
 @torch.no_grad()
@@ -24,4 +44,9 @@ def reconstruction_mse(model: Any, data: Any, batch_size: int = 512) -> float:
     return float(total) / (len(data) * data.x[0].numel())
 
 
-__all__ = ["reconstruction_mse"]
+__all__ = ["elbo", "has_likelihood", "likelihood_report", "log_likelihood",
+           "reconstruction_mse"]
+__all__ += ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures",
+            "feature_frechet_distance", "frechet_distance", "gaussian_stats", "knn_accuracy",
+            "latent_codes", "linear_probe_accuracy", "precision_recall",
+            "representation_report", "sample_quality"]

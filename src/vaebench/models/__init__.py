@@ -2,8 +2,41 @@
 
 from vaebench.models.ae import AE, AEConfig
 from vaebench.models.base import Autoencoder, ModelOutput, Objective
+from vaebench.models.beta_tc_vae import BetaTCVAE, BetaTCVAEConfig
+from vaebench.models.beta_vae import (
+    BetaVAE,
+    BetaVAEConfig,
+    DisentangledBetaVAE,
+    DisentangledBetaVAEConfig,
+)
+from vaebench.models.cvae import CVAE, CVAEConfig
+from vaebench.models.factor_vae import FactorVAE, FactorVAEConfig
+from vaebench.models.info_vae import InfoVAE, InfoVAEConfig
+from vaebench.models.msssim_vae import MSSSIMVAE, MSSSIMVAEConfig
+from vaebench.models.rae import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
 from vaebench.models.registry import create_model, get_model_class, list_models, register_model
 from vaebench.models.vae import VAE, VAEConfig
+from vaebench.models.vamp import VampPriorConfig, VampPriorVAE
+from vaebench.models.vqvae import (
+    FSQVAE,
+    HRQVAE,
+    VQVAE,
+    VQVAEEMA,
+    FSQVAEConfig,
+    HRQVAEConfig,
+    QuantizedAutoencoder,
+    QuantizedConfig,
+    VQVAEConfig,
+    VQVAEEMAConfig,
+)
+from vaebench.models.wae import WAE, WAEConfig
 
 __all__ = ["AE", "AEConfig", "Autoencoder", "ModelOutput", "Objective", "VAE", "VAEConfig",
            "create_model", "get_model_class", "list_models", "register_model"]
+__all__ += ["BetaTCVAE", "BetaTCVAEConfig", "BetaVAE", "BetaVAEConfig", "CVAE",
+            "CVAEConfig", "DisentangledBetaVAE", "DisentangledBetaVAEConfig", "FactorVAE",
+            "FactorVAEConfig", "VampPriorConfig", "VampPriorVAE"]
+__all__ += ["FSQVAE", "FSQVAEConfig", "HRQVAE", "HRQVAEConfig", "QuantizedAutoencoder",
+            "QuantizedConfig", "VQVAE", "VQVAEConfig", "VQVAEEMA", "VQVAEEMAConfig"]
+__all__ += ["InfoVAE", "InfoVAEConfig", "MSSSIMVAE", "MSSSIMVAEConfig", "RAEGP", "RAEGPConfig",
+            "RAEL2", "RAEL2Config", "WAE", "WAEConfig"]

@@ -93,13 +93,25 @@ class Autoencoder(nn.Module):
         self.likelihood = build_likelihood(config.likelihood, config.input_dim,
                                            sigma=config.sigma, sigma_per=config.sigma_per)
         self.prior = StandardNormal(self.latent_shape)
-        self.encoder = encoder if encoder is not None else build_network(
-            "encoder", config.encoder, config.encoder_kwargs,
-            input_dim=config.input_dim, out_features=self.encoder_features)
-        self.decoder = decoder if decoder is not None else build_network(
-            "decoder", config.decoder, config.decoder_kwargs,
-            latent_dim=config.latent_dim, output_shape=self.likelihood.param_shape)
+        self.encoder = self.build_encoder(encoder)
+        self.decoder = self.build_decoder(decoder)
         self._check_networks()
+
+    def build_encoder(self, net: nn.Module | None) -> nn.Module:
+        """The encoder: ``net`` if given, else the config's network from ``input_dim`` to
+        the posterior's parameters."""
+        cfg = self.config
+        return net if net is not None else build_network(
+            "encoder", cfg.encoder, cfg.encoder_kwargs,
+            input_dim=cfg.input_dim, out_features=self.encoder_features)
+
+    def build_decoder(self, net: nn.Module | None) -> nn.Module:
+        """The decoder: ``net`` if given, else the config's network from ``latent_dim`` to
+        the likelihood's parameters."""
+        cfg = self.config
+        return net if net is not None else build_network(
+            "decoder", cfg.decoder, cfg.decoder_kwargs,
+            latent_dim=cfg.latent_dim, output_shape=self.likelihood.param_shape)
 
     # --- what a subclass declares -------------------------------------------------------
     @property

@@ -10,12 +10,15 @@ from torch import nn
 
 from vaebench.nn.conv import ConvDecoder, ConvEncoder
 from vaebench.nn.mlp import MLPDecoder, MLPEncoder
+from vaebench.nn.spatial import SpatialDecoder, SpatialEncoder
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPEncoder, "conv": ConvEncoder}
-DECODERS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPDecoder, "conv": ConvDecoder}
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPEncoder, "conv": ConvEncoder,
+                                                 "spatial": SpatialEncoder}
+DECODERS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPDecoder, "conv": ConvDecoder,
+                                                 "spatial": SpatialDecoder}
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "build_network",
-           "import_path", "import_object"]
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "SpatialDecoder",
+           "SpatialEncoder", "build_network", "import_path", "import_object"]
 
 
 def import_path(obj: type) -> str:

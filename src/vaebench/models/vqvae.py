@@ -1,0 +1,378 @@
+"""Quantized autoencoders: VQ-VAE, its EMA variant, HRQ-VAE (residual) and FSQ-VAE, with a
+gated PixelCNN prior over their codes.
+
+Each is a short declaration on :class:`QuantizedAutoencoder`: its quantizer and the weights
+of its terms. The objective is, per sample,
+
+    {"recon": -log p(x | z_q),
+     "codebook": sum ||sg[z_e] - e||^2,
+     "commitment": sum ||z_e - sg[e]||^2}
+
+(without "codebook" for the EMA codebook, without both for FSQ), reduced over the batch by
+the base class; the commitment term weighs ``beta``. The quantization terms are summed over
+every latent position and embedding dimension, like the reconstruction term over pixels,
+so no term changes when only the batch size changes (DESIGN.md, "VQ-VAE loss").
+
+The models have no Gaussian prior: after training, :meth:`QuantizedAutoencoder.fit_prior`
+(the ``vaebench train`` command calls it) encodes the training set to code indices and fits
+the PixelCNN, a submodule saved with the model; :meth:`QuantizedAutoencoder.generate` then
+samples codes from it and decodes them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from vaebench.config import ModelConfig
+from vaebench.data.sources import ArrayData, as_data
+from vaebench.models.base import Autoencoder, Objective
+from vaebench.models.registry import register_model
+from vaebench.nn.spatial import spatial_grid
+from vaebench.quantizers import (
+    FiniteScalarQuantizer,
+    Quantization,
+    Quantizer,
+    ResidualQuantizer,
+    VectorQuantizer,
+    codebook_usage,
+)
+from vaebench.samplers.pixelcnn import GatedPixelCNN
+
+__all__ = ["FSQVAE", "HRQVAE", "VQVAE", "VQVAEEMA", "FSQVAEConfig", "HRQVAEConfig",
+           "QuantizedAutoencoder", "QuantizedConfig", "VQVAEConfig", "VQVAEEMAConfig"]
+
+
+_BUILT_IN = ("mlp", "conv", "spatial")
+
+
+def _spatial_default(input_dim: Any) -> str:
+    """"spatial" for images (C, H, W) whose sides the spatial networks can halve twice."""
+    try:
+        spatial_grid(tuple(input_dim))
+    except (TypeError, ValueError):
+        return "mlp"
+    return "spatial"
+
+
+class QuantizedConfig(ModelConfig):
+    """What every quantized model shares: the latent grid and the PixelCNN prior.
+
+    ``latent_dim`` is the code (embedding) dimension of one grid position. ``encoder`` and
+    ``decoder`` default to ``"spatial"`` for images whose sides are divisible by 4 (a
+    7 x 7 grid for 28 x 28, 8 x 8 for 64 x 64), else ``"mlp"`` (one code per sample).
+    """
+
+    grid_shape: tuple[int, ...] | None = Field(
+        None, description="latent grid (h, w) of your own spatial networks; derived for the "
+                          "built-in ones ('spatial': from input_dim, 'mlp'/'conv': one code)")
+    prior_channels: int = Field(32, gt=0, description="PixelCNN feature channels")
+    prior_layers: int = Field(5, gt=0, description="PixelCNN gated layers")
+    prior_kernel_size: int = Field(5, ge=3, description="PixelCNN kernel size (odd)")
+    prior_epochs: int = Field(10, gt=0, description="epochs of PixelCNN fitting")
+    prior_batch_size: int = Field(64, gt=0)
+    prior_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the PixelCNN")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_networks(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "input_dim" not in data:
+            return data
+        default = _spatial_default(data["input_dim"])
+        encoder, decoder = data.get("encoder"), data.get("decoder")
+        if encoder is None:  # pair a built-in decoder with its own encoder
+            encoder = decoder if decoder in _BUILT_IN else default
+        if decoder is None:
+            decoder = encoder if encoder in _BUILT_IN else default
+        return {**data, "encoder": encoder, "decoder": decoder}
+
+    @field_validator("grid_shape")
+    @classmethod
+    def _valid_grid(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (len(value) not in (0, 2) or any(s < 1 for s in value)):
+            raise ValueError(f"grid_shape must be () or (h, w) with positive entries, got "
+                             f"{value}")
+        return value
+
+    @field_validator("prior_kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"prior_kernel_size must be odd, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_spatial_networks(self) -> QuantizedConfig:
+        if self.encoder == "spatial" and self.grid_shape is None:
+            try:
+                spatial_grid(self.input_dim, self.encoder_kwargs.get("downsamples"))
+            except ValueError as err:
+                raise ValueError(f"input_dim {tuple(self.input_dim)} does not fit "
+                                 f"encoder='spatial': {err}") from None
+        return self
+
+
+class VQVAEConfig(QuantizedConfig):
+    """Config of :class:`VQVAE` (and of :class:`HRQVAE`'s levels)."""
+
+    num_codes: int = Field(512, gt=1, description="codebook size K")
+    beta: float = Field(0.25, ge=0, description="weight of the commitment term")
+    ema: bool = Field(False, description="EMA codebook updates instead of the codebook term")
+    decay: float = Field(0.99, gt=0, lt=1, description="EMA decay")
+    epsilon: float = Field(1e-5, gt=0, description="Laplace smoothing of EMA cluster sizes")
+    restart_dead_codes: bool = Field(False, description="move unused codes onto recent "
+                                                        "encoder outputs")
+    dead_after: int = Field(100, gt=0, description="training steps a code may go unused "
+                                                   "before it is restarted")
+    restart_buffer_size: int = Field(1024, gt=0, description="recent encoder outputs kept "
+                                                             "for restarts")
+
+
+class VQVAEEMAConfig(VQVAEConfig):
+    """Config of :class:`VQVAEEMA`: a :class:`VQVAEConfig` with ``ema=True``."""
+
+    ema: bool = Field(True, description="EMA codebook updates instead of the codebook term")
+
+
+class HRQVAEConfig(VQVAEConfig):
+    """Config of :class:`HRQVAE`: ``depth`` codebooks of ``num_codes`` codes each."""
+
+    num_codes: int = Field(64, gt=1, description="codes per level")
+    depth: int = Field(3, gt=0, description="number of residual levels")
+
+
+class FSQVAEConfig(QuantizedConfig):
+    """Config of :class:`FSQVAE`: the number of values of each quantized channel."""
+
+    levels: tuple[int, ...] = Field((8, 5, 5, 5), description="values per channel (>= 2 each)")
+
+    @field_validator("levels")
+    @classmethod
+    def _valid_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(n < 2 for n in value):
+            raise ValueError(f"levels needs at least one entry, each >= 2, got {value}")
+        return value
+
+
+class QuantizedAutoencoder(Autoencoder):
+    """Base of the quantized models: encoder -> quantizer -> decoder, PixelCNN prior.
+
+    A subclass declares :meth:`build_quantizer` and :meth:`term_weights`. ``encode(x)``
+    returns the :class:`~vaebench.quantizers.Quantization` (``.mean`` is the quantized
+    grid, ``.indices`` the codes), so ``reconstruct`` is the base class's.
+    """
+
+    config_class = QuantizedConfig
+
+    def __init__(self, config: QuantizedConfig | None = None, *,
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None,
+                 **config_fields: Any):
+        super().__init__(config, encoder=encoder, decoder=decoder, **config_fields)
+        self.quantizer = self.build_quantizer()
+        cfg = self.config
+        # Replaces the base class's N(0, I): the prior of a quantized model is the PixelCNN.
+        self.prior = GatedPixelCNN(self.quantizer.num_codes, self._prior_grid,
+                                   depth=self.quantizer.depth, channels=cfg.prior_channels,
+                                   layers=cfg.prior_layers, kernel_size=cfg.prior_kernel_size)
+        self.register_buffer("prior_fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("prior_nll", torch.full((), math.nan))
+
+    # --- what a subclass declares ---------------------------------------------------------
+    def build_quantizer(self) -> Quantizer:
+        raise NotImplementedError
+
+    # --- shapes ---------------------------------------------------------------------------
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Latent grid: the config's, else (h, w) of the spatial networks, else () (one
+        code vector per sample)."""
+        cfg = self.config
+        if cfg.grid_shape is not None:
+            return tuple(cfg.grid_shape)
+        if cfg.encoder == "spatial":
+            return spatial_grid(cfg.input_dim, cfg.encoder_kwargs.get("downsamples"))
+        return ()
+
+    @property
+    def _prior_grid(self) -> tuple[int, int]:
+        return self.grid_shape if self.grid_shape else (1, 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim, *self.grid_shape)
+
+    @property
+    def encoder_output_shape(self) -> tuple[int, ...]:
+        return self.latent_shape
+
+    def _encoder_output_meaning(self) -> str:
+        return (f"latent_dim={self.config.latent_dim} channels on the latent grid "
+                f"{self.grid_shape}; set grid_shape for your own spatial networks")
+
+    # --- objective ------------------------------------------------------------------------
+    def posterior(self, params: torch.Tensor) -> Quantization:
+        return self.quantizer(params)
+
+    def objective(self, x: torch.Tensor) -> Objective:
+        q = self.encode(x)
+        params = self.decode(q.quantized)
+        return Objective({"recon": self.likelihood.nll(params, x), **q.terms}, q.quantized,
+                         params)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The autoencoder's parameters; the PixelCNN is fitted afterwards by fit_prior."""
+        return {"model": [p for name, p in self.named_parameters()
+                          if not name.startswith("prior.")]}
+
+    def on_epoch_start(self) -> None:
+        self.quantizer.reset_usage()
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Codebook usage (fraction of codes selected) and perplexity over the epoch."""
+        return self.quantizer.usage_metrics()
+
+    # --- codes ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Code indices of ``x`` as the prior sees them: (B, depth, h, w)."""
+        indices = self.encode(x).indices
+        return indices.reshape(x.shape[0], self.quantizer.depth, *self._prior_grid)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Decoder output (the parameters of p(x | z)) for code grids (B, depth, h, w)."""
+        indices = indices.reshape(indices.shape[0], self.quantizer.depth, *self.grid_shape)
+        if self.quantizer.depth == 1:
+            indices = indices[:, 0]
+        return self.decode(self.quantizer.codes_from_indices(indices))
+
+    @torch.no_grad()
+    def code_usage(self, data: Any, batch_size: int = 512) -> dict[str, float]:
+        """Usage and perplexity of the codes of ``data`` (e.g. a test set)."""
+        data = as_data(data, name="data")
+        counts = torch.zeros(self.quantizer.depth, self.quantizer.num_codes, dtype=torch.long)
+        for x in data.batches(batch_size, device=self.device):
+            for level, codes in enumerate(self.code_indices(x).transpose(0, 1)):
+                counts[level] += torch.bincount(codes.flatten(),
+                                                minlength=self.quantizer.num_codes).cpu()
+        pairs = [codebook_usage(c) for c in counts]
+        return {"usage": sum(p[0] for p in pairs) / len(pairs),
+                "perplexity": sum(p[1] for p in pairs) / len(pairs)}
+
+    # --- prior and generation -------------------------------------------------------------
+    def fit_prior(self, data: ArrayData | Any, epochs: int | None = None,
+                  batch_size: int | None = None, lr: float | None = None, seed: int = 0,
+                  progress: bool = False, **options: Any) -> list[float]:
+        """Encode ``data`` to code grids (batched, no_grad, eval mode) and fit the PixelCNN
+        prior on them; budget from the config (``prior_epochs``, ...) unless given.
+
+        Returns the PixelCNN's training NLL (nats per code grid) of each epoch; the last is
+        kept in the buffer ``prior_nll``.
+        """
+        if options:
+            raise TypeError(f"unknown fit_prior options {sorted(options)}")
+        cfg = self.config
+        data = as_data(data, name="prior data")
+        was_training = self.training
+        self.eval()
+        try:
+            indices = torch.cat([self.code_indices(x)
+                                 for x in data.batches(512, device=self.device)])
+            history = self.prior.fit(
+                indices, epochs=epochs if epochs is not None else cfg.prior_epochs,
+                batch_size=batch_size or cfg.prior_batch_size, lr=lr or cfg.prior_lr,
+                generator=torch.Generator().manual_seed(seed), progress=progress)
+        finally:
+            self.train(was_training)
+        if history:
+            self.prior_fitted.fill_(True)
+            self.prior_nll.fill_(history[-1])
+        return history
+
+    @torch.no_grad()
+    def generate(self, n: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode ``n`` code grids drawn from the fitted PixelCNN (means of p(x | z))."""
+        if not bool(self.prior_fitted):
+            raise RuntimeError(f"{self.name} has no fitted prior to sample from: call "
+                               "model.fit_prior(train_data) after training (the vaebench "
+                               "train command does)")
+        was_training = self.training
+        self.eval()
+        try:
+            indices = self.prior.sample(n, temperature, generator=generator, device=self.device)
+            return self.likelihood.mean(self.decode_indices(indices))
+        finally:
+            self.train(was_training)
+
+
+@register_model
+class VQVAE(QuantizedAutoencoder):
+    """VQ-VAE (van den Oord et al. 2017): nearest-code quantization, codebook + commitment.
+
+    loss = -log p(x | z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2 per sample (the
+    squared errors summed over positions and embedding dimensions), straight-through
+    gradient. ``ema=True`` gives the EMA codebook (no codebook term); ``restart_dead_codes``
+    restarts unused codes. See :class:`~vaebench.quantizers.VectorQuantizer`.
+    """
+
+    name = "vqvae"
+    config_class = VQVAEConfig
+
+    def _vq_options(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"beta": cfg.beta, "ema": cfg.ema, "decay": cfg.decay, "epsilon": cfg.epsilon,
+                "restart_dead_codes": cfg.restart_dead_codes, "dead_after": cfg.dead_after,
+                "restart_buffer_size": cfg.restart_buffer_size}
+
+    def build_quantizer(self) -> Quantizer:
+        return VectorQuantizer(self.config.num_codes, self.config.latent_dim,
+                               **self._vq_options())
+
+    def term_weights(self) -> dict[str, float]:
+        return {"commitment": self.config.beta}
+
+
+@register_model
+class VQVAEEMA(VQVAE):
+    """VQ-VAE with an EMA codebook (van den Oord et al. 2017, App. A.1): no codebook term."""
+
+    name = "vqvae_ema"
+    config_class = VQVAEEMAConfig
+
+
+@register_model
+class HRQVAE(VQVAE):
+    """HRQ-VAE (Hosking et al. 2022): a depth of codebooks quantizing successive residuals.
+
+    Terms are those of VQ-VAE summed over levels; see
+    :class:`~vaebench.quantizers.ResidualQuantizer`. The PixelCNN prior models the levels
+    of each position coarse to fine.
+    """
+
+    name = "hrqvae"
+    config_class = HRQVAEConfig
+
+    def build_quantizer(self) -> Quantizer:
+        return ResidualQuantizer(self.config.depth, self.config.num_codes,
+                                 self.config.latent_dim, **self._vq_options())
+
+
+@register_model
+class FSQVAE(QuantizedAutoencoder):
+    """FSQ-VAE (Mentzer et al. 2023): finite scalar quantization, no codebook, no VQ loss.
+
+    The only term is the reconstruction; ``levels`` sets the values per quantized channel
+    (prod(levels) implicit codes). With ``latent_dim`` != len(levels), learned linear maps
+    project to and from the quantized channels. See
+    :class:`~vaebench.quantizers.FiniteScalarQuantizer`.
+    """
+
+    name = "fsq_vae"
+    config_class = FSQVAEConfig
+
+    def build_quantizer(self) -> Quantizer:
+        return FiniteScalarQuantizer(self.config.levels, dim=self.config.latent_dim)

@@ -1,0 +1,266 @@
+import json
+import math
+
+import pytest
+import torch
+from custom_nets import TinyDecoder, TinyEncoder
+from torch.distributions import Independent, Normal
+
+from vaebench import Trainer, TrainerConfig, create_model, load_model
+from vaebench.cli import main
+from vaebench.data import load_dataset
+from vaebench.metrics import reconstruction_mse
+from vaebench.models import FSQVAE, HRQVAE, VQVAE, VQVAEEMA, FSQVAEConfig, VQVAEConfig
+from vaebench.nn import SpatialDecoder, SpatialEncoder
+
+QUANTIZED = ["vqvae", "vqvae_ema", "hrqvae", "fsq_vae"]
+
+
+def _small(name, **options):
+    """A quantized model on 8 x 8 images (a 2 x 2 grid), small enough for fast tests."""
+    defaults = {"input_dim": (1, 8, 8), "latent_dim": 4, "prior_channels": 8,
+                "prior_layers": 2, "prior_kernel_size": 3}
+    if name != "fsq_vae":
+        defaults["num_codes"] = 16
+    return create_model(name, **{**defaults, **options})
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_terms_are_batch_size_invariant(name):
+    model = create_model(name, input_dim=(1, 28, 28))
+    model.eval()
+    x = torch.rand(64, 1, 28, 28)
+    small, large = model(x[:8]), model(x)
+    assert set(small.terms) == {"recon", "codebook", "commitment"} - (
+        {"codebook"} if name == "vqvae_ema" else set()) - (
+        {"codebook", "commitment"} if name == "fsq_vae" else set())
+    for key, term in small.terms.items():
+        assert term.shape == (8,)
+        torch.testing.assert_close(term, large.terms[key][:8])
+
+
+def test_vqvae_terms_equal_an_independent_computation():
+    model = create_model("vqvae", input_dim=(1, 28, 28), latent_dim=8, num_codes=32, beta=0.4)
+    torch.nn.init.normal_(model.quantizer.embedding)
+    model.eval()
+    x = torch.rand(6, 1, 28, 28)
+    out = model(x)
+    z_e = model.encoder(x)  # (6, 8, 7, 7)
+    assert z_e.shape == (6, 8, 7, 7)
+    rows = z_e.flatten(2).transpose(1, 2)  # (6, 49, 8)
+    codebook = model.quantizer.embedding
+    index = torch.cdist(rows, codebook.expand(6, -1, -1)).argmin(-1)
+    codes = codebook[index]
+    squared = ((rows - codes) ** 2).sum((1, 2))
+    z_q = codes.transpose(1, 2).reshape(6, 8, 7, 7)
+    recon = -Independent(Normal(model.decoder(z_q), 1.0), 3).log_prob(x)
+    torch.testing.assert_close(out.terms["codebook"], squared)
+    torch.testing.assert_close(out.terms["commitment"], squared)
+    torch.testing.assert_close(out.terms["recon"], recon)
+    torch.testing.assert_close(out.loss, (recon + squared + 0.4 * squared).mean())
+    torch.testing.assert_close(out.reg_loss, (1.4 * squared).mean())
+    torch.testing.assert_close(out.z, z_q)
+    torch.testing.assert_close(model.reconstruct(x), out.recon_x)
+
+
+def _grads(model, term):
+    out = model(torch.rand(4, 1, 8, 8))
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("prior.")]
+    grads = torch.autograd.grad(out.terms[term].sum(), [p for _, p in named],
+                                allow_unused=True)
+    return {n.split(".")[0] for (n, _), g in zip(named, grads, strict=True)
+            if g is not None and g.abs().sum() > 0}
+
+
+@pytest.mark.parametrize("name", ["vqvae", "hrqvae"])
+def test_gradients_reach_exactly_the_listed_parameters(name):
+    model = _small(name)
+    codebooks = {n for n, _ in model.named_parameters() if "embedding" in n}
+    assert len(codebooks) == (1 if name == "vqvae" else 3)
+    # codebook term -> the codebook only; commitment -> the encoder only;
+    # reconstruction -> decoder and, through the straight-through path, the encoder
+    assert _grads(model, "codebook") == {"quantizer"}
+    assert _grads(model, "commitment") == {"encoder"}
+    assert _grads(model, "recon") == {"encoder", "decoder"}
+    out = model(torch.rand(4, 1, 8, 8))
+    for codebook in codebooks:
+        param = model.get_parameter(codebook)
+        assert torch.autograd.grad(out.terms["recon"].sum() + out.terms["commitment"].sum(),
+                                   param, allow_unused=True)[0] is None
+
+
+def test_ema_and_fsq_have_no_trained_codebook():
+    ema = _small("vqvae_ema")
+    assert ema.config.ema and isinstance(ema, VQVAEEMA)
+    assert not any("quantizer" in n for n, _ in ema.named_parameters())
+    assert {"quantizer.embedding", "quantizer.ema_cluster_size",
+            "quantizer.ema_embed_sum"} <= set(ema.state_dict())
+    assert _grads(ema, "commitment") == {"encoder"}
+    assert _grads(ema, "recon") == {"encoder", "decoder"}
+    fsq = _small("fsq_vae")
+    assert set(fsq(torch.rand(2, 1, 8, 8)).terms) == {"recon"}
+    assert not any("quantizer" in n for n, _ in fsq.named_parameters())  # d = latent_dim
+    assert _grads(fsq, "recon") == {"encoder", "decoder"}
+    projected = _small("fsq_vae", latent_dim=6)  # 6 channels projected to 4 and back
+    assert _grads(projected, "recon") == {"encoder", "decoder", "quantizer"}
+
+
+def test_commitment_weight_is_beta_in_one_place():
+    model = _small("vqvae", beta=0.1)
+    assert model.term_weights() == {"commitment": 0.1}
+    assert _small("fsq_vae").term_weights() == {}
+    model.eval()
+    out = model(torch.rand(5, 1, 8, 8))
+    t = out.terms
+    torch.testing.assert_close(out.loss, (t["recon"] + t["codebook"] + 0.1 * t["commitment"])
+                               .mean())
+
+
+@pytest.mark.parametrize(("size", "grid"), [(28, (7, 7)), (64, (8, 8)), (8, (2, 2))])
+def test_spatial_networks_and_default_choice(size, grid):
+    model = create_model("vqvae", input_dim=(1, size, size), latent_dim=5)
+    assert isinstance(model.encoder, SpatialEncoder)
+    assert isinstance(model.decoder, SpatialDecoder)
+    assert model.grid_shape == grid and model.latent_shape == (5, *grid)
+    x = torch.rand(2, 1, size, size)
+    q = model.encode(x)
+    assert q.mean.shape == (2, 5, *grid) and q.indices.shape == (2, *grid)
+    assert model(x).recon_x.shape == x.shape
+    assert model.code_indices(x).shape == (2, 1, *grid)
+
+
+def test_other_grids_and_networks():
+    finer = create_model("vqvae", input_dim=(3, 64, 64), encoder_kwargs={"downsamples": 2},
+                         decoder_kwargs={"downsamples": 2})
+    assert finer.grid_shape == (16, 16)
+    # vectors: MLP networks and one code per sample
+    flat = create_model("vqvae", input_dim=(6,), latent_dim=3, num_codes=8)
+    assert flat.config.encoder == "mlp" and flat.grid_shape == ()
+    assert flat.code_indices(torch.rand(4, 6)).shape == (4, 1, 1, 1)
+    # a built-in network given on one side pairs with the same on the other
+    conv = create_model("vqvae", input_dim=(1, 28, 28), encoder="conv")
+    assert conv.config.decoder == "conv" and conv.latent_shape == (16,)
+    # own networks with a spatial latent say their grid
+    model = VQVAE(VQVAEConfig(input_dim=(1, 28, 28), latent_dim=4, grid_shape=(7, 7)),
+                  encoder=SpatialEncoder((1, 28, 28), 4), decoder=SpatialDecoder(4, (1, 28, 28)))
+    assert model.latent_shape == (4, 7, 7)
+    with pytest.raises(ValueError, match="grid_shape"):
+        VQVAE(VQVAEConfig(input_dim=(1, 28, 28), latent_dim=4),
+              encoder=TinyEncoder(784, 5), decoder=TinyDecoder(4, (1, 28, 28)))
+
+
+def test_bad_options_name_the_field():
+    for field, options in [("num_codes", {"num_codes": 0}), ("beta", {"beta": -1}),
+                           ("decay", {"decay": 1.0}), ("epsilon", {"epsilon": 0}),
+                           ("dead_after", {"dead_after": 0}), ("grid_shape", {"grid_shape": (3,)}),
+                           ("prior_kernel_size", {"prior_kernel_size": 4}),
+                           ("prior_epochs", {"prior_epochs": 0}),
+                           ("input_dim", {"input_dim": (1, 30, 30), "encoder": "spatial"})]:
+        with pytest.raises(ValueError, match=field):
+            VQVAEConfig(**{"input_dim": (1, 28, 28), **options})
+    with pytest.raises(ValueError, match="depth"):
+        create_model("hrqvae", input_dim=(1, 28, 28), depth=0)
+    with pytest.raises(ValueError, match="levels"):
+        FSQVAEConfig(input_dim=(1, 28, 28), levels=(8, 1))
+    with pytest.raises(ValueError, match="downsamples=2 need H and W divisible by 4"):
+        create_model("ae", input_dim=(1, 30, 30), encoder="spatial", decoder="mlp")
+
+
+def test_generate_needs_a_fitted_prior():
+    model = _small("vqvae")
+    with pytest.raises(RuntimeError, match="fit_prior"):
+        model.generate(2)
+
+
+def _train_steps(model, x, steps=3):
+    optimizer = torch.optim.Adam(model.parameter_groups()["model"], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(x).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_save_load_round_trip_with_buffers_and_fitted_prior(name, tmp_path):
+    options = {"restart_dead_codes": True, "dead_after": 1} if name != "fsq_vae" else {}
+    model = _small(name, **options)
+    x = torch.rand(32, 1, 8, 8)
+    _train_steps(model, x)
+    history = model.fit_prior(x, epochs=2)
+    assert len(history) == 2 and bool(model.prior_fitted)
+    assert model.prior_nll.item() == pytest.approx(history[-1])
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(model) and bool(loaded.prior_fitted)
+    saved, restored = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
+    if name == "vqvae_ema":
+        assert not torch.equal(saved["quantizer.ema_cluster_size"], torch.ones(16))
+    model.eval()
+    loaded.eval()
+    for key, term in model(x).terms.items():
+        torch.testing.assert_close(loaded(x).terms[key], term)
+    codes = model.code_indices(x)
+    torch.testing.assert_close(loaded.prior.log_prob(codes), model.prior.log_prob(codes))
+    first = model.generate(3, generator=torch.Generator().manual_seed(5))
+    second = loaded.generate(3, generator=torch.Generator().manual_seed(5))
+    assert first.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(first, second)
+
+
+def test_prior_is_not_trained_with_the_autoencoder():
+    model = _small("hrqvae")
+    groups = model.parameter_groups()
+    prior = {id(p) for p in model.prior.parameters()}
+    assert prior and not prior & {id(p) for p in groups["model"]}
+    assert len(groups["model"]) + len(prior) == len(list(model.parameters()))
+
+
+def test_short_training_reports_mse_usage_and_perplexity():
+    x, _ = load_dataset("mnist5k", "train")
+    test, _ = load_dataset("mnist5k", "test")
+    x, test = x[:384], test[:200]
+    light = {"hidden": 32, "residual_channels": 16, "residual_blocks": 1}
+    for name in QUANTIZED:
+        torch.manual_seed(0)
+        model = create_model(name, input_dim=(1, 28, 28), encoder_kwargs=light,
+                             decoder_kwargs=light, **(
+                                 {} if name == "fsq_vae" else
+                                 {"num_codes": 64, "restart_dead_codes": True, "dead_after": 5}))
+        untrained = reconstruction_mse(model, test)
+        history = Trainer(model, TrainerConfig(epochs=2, progress=False, device="cpu")).fit(x)
+        record = history[-1]
+        codes = model.quantizer.num_codes
+        assert 0 < record["train_usage"] <= 1
+        assert 1 <= record["train_perplexity"] <= codes * record["train_usage"] + 1e-6
+        assert reconstruction_mse(model, test) < 0.7 * untrained, name
+        usage = model.code_usage(test)
+        assert 0 < usage["usage"] <= 1 and usage["perplexity"] >= 1
+
+
+def test_cli_trains_a_vqvae_and_samples_from_its_prior(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "vqvae", "--dataset", "digits", "--encoder", "spatial",
+                 "--decoder", "spatial", "--latent-dim", "4", "--epochs", "2",
+                 "--option", "num_codes=32", "--option", "prior_epochs=2",
+                 "--option", "prior_channels=8", "--output", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("metrics.json", "history.json", "reconstructions.png", "samples.png",
+                 "loss_curve.png", "model/config.json", "model/model.safetensors"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert {"train_usage", "train_perplexity", "eval_codebook"} <= set(history[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["eval_mse_per_dim"])
+    loaded = load_model(out / "model")
+    assert isinstance(loaded, VQVAE) and bool(loaded.prior_fitted)
+    assert loaded.generate(2).shape == (2, 1, 8, 8)
+
+
+def test_registry_names():
+    assert isinstance(_small("vqvae"), VQVAE)
+    assert isinstance(_small("hrqvae"), HRQVAE) and _small("hrqvae").quantizer.depth == 3
+    assert isinstance(_small("fsq_vae"), FSQVAE)
