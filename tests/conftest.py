@@ -1,5 +1,14 @@
+import os
+import tempfile
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Keep every cache written during the tests (datasets, feature networks) out of the
+    user's home, including those written by module- and session-scoped fixtures."""
+    os.environ["VAEBENCH_CACHE"] = tempfile.mkdtemp(prefix="vaebench-test-cache-")
 
 
 @pytest.fixture(autouse=True)
@@ -7,9 +16,3 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    """Keep caches written by the code under test out of the user's home."""
-    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -235,3 +235,20 @@ def test_rae_trains_from_the_command_line_with_its_prior(tmp_path):
     model = load_model(out / "model")
     assert model.ex_post_prior.is_fitted and model.ex_post_prior.means.shape == (4, 3)
     assert (out / "samples.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["rae_l2", "rae_gp", "wae", "info_vae", "msssim_vae"])
+def test_every_likelihood_trains_and_evaluates(name):
+    from vaebench.likelihoods import list_likelihoods
+
+    x = torch.rand(6, 1, 8, 8)
+    for likelihood in list_likelihoods():
+        model = create_model(name, input_dim=(1, 8, 8), latent_dim=3, likelihood=likelihood)
+        out = model(x)
+        out.loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert torch.isfinite(out.loss) and all(torch.isfinite(g).all() for g in grads)
+        model.eval()
+        with torch.no_grad():
+            assert torch.isfinite(model(x).loss), likelihood
+        assert model.generate(2).shape == (2, 1, 8, 8)

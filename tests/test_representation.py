@@ -44,10 +44,8 @@ def test_bad_inputs_are_named():
 
 
 @pytest.fixture(scope="module")
-def trained_vae(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:  # conftest's cache folder, for module scope
-        patch.setenv("VAEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        return _train_vae()
+def trained_vae():
+    return _train_vae()
 
 
 def _train_vae():

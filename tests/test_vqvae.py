@@ -231,12 +231,13 @@ def test_short_training_reports_mse_usage_and_perplexity():
                                  {} if name == "fsq_vae" else
                                  {"num_codes": 64, "restart_dead_codes": True, "dead_after": 5}))
         untrained = reconstruction_mse(model, test)
-        history = Trainer(model, TrainerConfig(epochs=2, progress=False, device="cpu")).fit(x)
+        history = Trainer(model, TrainerConfig(epochs=3, batch_size=32, learning_rate=3e-3,
+                                               progress=False, device="cpu")).fit(x)
         record = history[-1]
         codes = model.quantizer.num_codes
         assert 0 < record["train_usage"] <= 1
         assert 1 <= record["train_perplexity"] <= codes * record["train_usage"] + 1e-6
-        assert reconstruction_mse(model, test) < 0.7 * untrained, name
+        assert reconstruction_mse(model, test) < 0.6 * untrained, name
         usage = model.code_usage(test)
         assert 0 < usage["usage"] <= 1 and usage["perplexity"] >= 1
 

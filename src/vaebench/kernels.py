@@ -5,7 +5,7 @@ JMLR 2012) compares two distributions P and Q through a kernel k:
 
     MMD^2(P, Q) = E k(x, x') + E k(y, y') - 2 E k(x, y),   x, x' ~ P,  y, y' ~ Q.
 
-:func:`mmd` is their unbiased U-statistic estimator (Lemma 6 / Eq. 3 of the paper) from
+:func:`mmd` is their unbiased U-statistic estimator MMD_u^2 from
 samples x_1..x_n ~ P and y_1..y_m ~ Q:
 
     MMD_u^2 = 1 / (n (n - 1)) sum_{i != j} k(x_i, x_j)

@@ -7,6 +7,15 @@ from typing import Any
 import torch
 
 from vaebench.data import as_data
+from vaebench.metrics.disentanglement import (
+    dci,
+    dci_from_importance,
+    disentanglement_report,
+    factor_vae_score,
+    factor_vae_score_from_fn,
+    mig,
+    sap,
+)
 from vaebench.metrics.features import ClassifierFeatures, FeatureExtractor, InceptionFeatures
 from vaebench.metrics.likelihood import (
     elbo,
@@ -50,3 +59,5 @@ __all__ += ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures",
             "feature_frechet_distance", "frechet_distance", "gaussian_stats", "knn_accuracy",
             "latent_codes", "linear_probe_accuracy", "precision_recall",
             "representation_report", "sample_quality"]
+__all__ += ["dci", "dci_from_importance", "disentanglement_report", "factor_vae_score",
+            "factor_vae_score_from_fn", "mig", "sap"]

@@ -230,7 +230,8 @@ def sample_quality(model_or_images: Any, reference_images: Any, features: Any,
 
     ``model_or_images``: a model (``n`` samples are drawn with ``model.generate`` in batches
     of ``batch_size`` under a private RNG seeded with ``seed``, clipped to [0, 1]) or the
-    generated images (anything :func:`vaebench.data.as_data` takes). ``reference_images``:
+    generated images (anything :func:`vaebench.data.as_data` takes); the samples depend on
+    ``seed`` and on ``batch_size``, which splits the draws. ``reference_images``:
     test images. ``features``: a feature extractor (``name``, ``dim``, ``__call__``), e.g.
     ``InceptionFeatures()`` or ``ClassifierFeatures.for_dataset("mnist")``.
 

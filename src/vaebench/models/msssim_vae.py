@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 from pydantic import Field, field_validator
 
-from vaebench.models.base import Objective
 from vaebench.models.registry import register_model
 from vaebench.models.vae import VAE, VAEConfig
 from vaebench.ssim import ms_ssim, ms_ssim_plan
@@ -57,12 +56,7 @@ class MSSSIMVAE(VAE):
     name = "msssim_vae"
     config_class = MSSSIMVAEConfig
 
-    def objective(self, x: torch.Tensor) -> Objective:
-        objective = super().objective(x)
-        objective.terms["recon"] = self.reconstruction_dissimilarity(objective.decoder_params, x)
-        return objective
-
-    def reconstruction_dissimilarity(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def reconstruction_term(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """D * (1 - MS-SSIM(x, mean of p(x | params))), per sample (B,)."""
         similarity = ms_ssim(self.likelihood.mean(params), x, self.config.data_range)
         return self.likelihood.dim * (1.0 - similarity)

@@ -79,7 +79,7 @@ class VAE(Autoencoder):
         q = self.encode(x, **inputs)
         z = q.rsample()
         params = self.decode(z, **inputs)
-        terms = {"recon": self.likelihood.nll(params, x), **self.kl_terms(q, z)}
+        terms = {"recon": self.reconstruction_term(params, x), **self.kl_terms(q, z)}
         return Objective(terms, z, params)
 
     def kl_terms(self, q: DiagonalGaussian, z: torch.Tensor) -> dict[str, torch.Tensor]:
