@@ -37,7 +37,7 @@ N(0, sigma^2 I):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -149,3 +149,14 @@ class MMDOptions(Config):
         """Keyword arguments of :func:`mmd_term`."""
         return {"kernel": self.kernel, "scale": self.kernel_scale,
                 "multiscale": self.multiscale}
+
+
+class PriorMMDPenalty:
+    """Model mixin: adds the per-sample term ``mmd`` between the batch's codes and as many
+    draws of the model's prior (:func:`mmd_term`); its config mixes in :class:`MMDOptions`."""
+
+    def objective(self, x: torch.Tensor, **inputs: Any) -> Any:
+        objective = super().objective(x, **inputs)
+        prior_z = self.prior.sample(x.shape[0], device=x.device).to(objective.z.dtype)
+        objective.terms["mmd"] = mmd_term(objective.z, prior_z, **self.config.mmd_options())
+        return objective

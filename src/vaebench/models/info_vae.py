@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field, model_validator
 
-from vaebench.kernels import MMDOptions, mmd_term
-from vaebench.models.base import Objective
+from vaebench.kernels import MMDOptions, PriorMMDPenalty
 from vaebench.models.registry import register_model
 from vaebench.models.vae import VAE, VAEConfig
 
@@ -43,7 +41,7 @@ class InfoVAEConfig(VAEConfig, MMDOptions):
 
 
 @register_model
-class InfoVAE(VAE):
+class InfoVAE(PriorMMDPenalty, VAE):
     """InfoVAE (Zhao et al. 2019) with the MMD divergence: the VAE plus an MMD term.
 
     Eq. 6 of the paper with D = MMD (their MMD-VAE family), per sample:
@@ -59,12 +57,6 @@ class InfoVAE(VAE):
 
     name = "info_vae"
     config_class = InfoVAEConfig
-
-    def objective(self, x: torch.Tensor) -> Objective:
-        objective = super().objective(x)
-        prior_z = self.prior.sample(x.shape[0], device=x.device).to(objective.z.dtype)
-        objective.terms["mmd"] = mmd_term(objective.z, prior_z, **self.config.mmd_options())
-        return objective
 
     def term_weights(self) -> dict[str, float]:
         weights = super().term_weights()

@@ -3,12 +3,10 @@ Schoelkopf, "Wasserstein Auto-Encoders", ICLR 2018)."""
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
-from vaebench.kernels import MMDOptions, mmd_term
+from vaebench.kernels import MMDOptions, PriorMMDPenalty
 from vaebench.models.ae import AE, AEConfig
-from vaebench.models.base import Objective
 from vaebench.models.rae import ExPostPrior
 from vaebench.models.registry import register_model
 
@@ -30,7 +28,7 @@ class WAEConfig(AEConfig, MMDOptions):
 
 
 @register_model
-class WAE(ExPostPrior, AE):
+class WAE(ExPostPrior, PriorMMDPenalty, AE):
     """WAE-MMD (Tolstikhin et al. 2018, Algorithm 2): a deterministic encoder, and per sample
 
         loss = -log p(x | z) + lambda * MMD(q(z), p(z)),      z = E(x),
@@ -46,12 +44,6 @@ class WAE(ExPostPrior, AE):
 
     name = "wae"
     config_class = WAEConfig
-
-    def objective(self, x: torch.Tensor) -> Objective:
-        objective = super().objective(x)
-        prior_z = self.prior.sample(x.shape[0], device=x.device).to(objective.z.dtype)
-        objective.terms["mmd"] = mmd_term(objective.z, prior_z, **self.config.mmd_options())
-        return objective
 
     def term_weights(self) -> dict[str, float]:
         return {**super().term_weights(), "mmd": self.config.lambda_}
