@@ -29,11 +29,10 @@ FactorVAE score).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -632,17 +631,6 @@ def factor_vae_score_from_fn(
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _evaluating(model: Any) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _image_shape(model: Any) -> tuple[int, ...]:
     from vaebench.data.dsprites import IMAGE_SIZE
 
@@ -655,25 +643,13 @@ def _image_shape(model: Any) -> tuple[int, ...]:
     return shape
 
 
-def _encode_images(model: Any, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Posterior means of ``images`` ``(N, ...)``, flattened to ``(N, d)`` float64.
+def _encode_images(model: Any, images: Any, batch_size: int) -> np.ndarray:
+    """Posterior means of ``images`` (0/1 dSprites renders, any shape with N first),
+    flattened to ``(N, d)`` float64."""
+    from vaebench.metrics.representation import latent_codes
 
-    Runs under ``no_grad``; the caller puts the model in eval mode."""
-    shape = _image_shape(model)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    dtype = parameter.dtype if parameter is not None else torch.float32
-    parts = []
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size].reshape(-1, *shape).to(device=device,
-                                                                      dtype=dtype)
-        posterior = model.encode(x)
-        z = getattr(posterior, "mean", posterior)
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"model.encode(x).mean must be a tensor of codes, got "
-                            f"{type(z).__name__}")
-        parts.append(z.reshape(z.shape[0], -1).double().cpu().numpy())
-    return np.concatenate(parts)
+    x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, *_image_shape(model))
+    return latent_codes(model, x, batch_size).double().numpy()
 
 
 def factor_vae_score(model: Any, n_votes_train: int = 800, n_votes_eval: int = 800,
@@ -696,11 +672,10 @@ def factor_vae_score(model: Any, n_votes_train: int = 800, n_votes_eval: int = 8
         images = torch.from_numpy(render(classes)).to(torch.float32)
         return _encode_images(model, images, encode_batch_size)
 
-    with _evaluating(model):
-        return factor_vae_score_from_fn(
-            codes_fn, FACTOR_SIZES, n_votes_train=n_votes_train, n_votes_eval=n_votes_eval,
-            batch_size=batch_size, n_std=n_std, prune_threshold=prune_threshold, seed=seed,
-            chunk_size=encode_batch_size)
+    return factor_vae_score_from_fn(
+        codes_fn, FACTOR_SIZES, n_votes_train=n_votes_train, n_votes_eval=n_votes_eval,
+        batch_size=batch_size, n_std=n_std, prune_threshold=prune_threshold, seed=seed,
+        chunk_size=encode_batch_size)
 
 
 def disentanglement_report(model: Any, n: int = 10000, n_test: int | None = None,
@@ -734,9 +709,8 @@ def disentanglement_report(model: Any, n: int = 10000, n_test: int | None = None
                                                 cache_dir=cache_dir)
     test_images, test_factors = load_dsprites(n_test, seed=seed, split="test",
                                               cache_dir=cache_dir)
-    with _evaluating(model):
-        train_codes = _encode_images(model, train_images, batch_size)
-        test_codes = _encode_images(model, test_images, batch_size)
+    train_codes = _encode_images(model, train_images, batch_size)
+    test_codes = _encode_images(model, test_images, batch_size)
     v_tr, v_te = train_factors.numpy(), test_factors.numpy()
     keep = _varying_factors(v_tr, "disentanglement_report")
     v_tr, v_te = v_tr[:, keep], v_te[:, keep]

@@ -38,6 +38,7 @@ from torch import nn
 
 from vaebench.data import as_data
 from vaebench.data.sources import ArrayData
+from vaebench.evaluation import evaluating
 from vaebench.files import cache_dir, write_json
 from vaebench.serialization import load_tensors, save_tensors
 
@@ -106,18 +107,10 @@ class FeatureExtractor:
         if len(data.sample_shape) != 3:
             raise ValueError(f"{self.name} needs images N x C x H x W, got samples of shape "
                              f"{data.sample_shape}")
-        network = self.network
-        was_training = bool(getattr(network, "training", False))
-        if network is not None:
-            network.eval()
         out = []
-        try:
-            with torch.no_grad():
-                for batch in data.batches(self.batch_size, device=self.device):
-                    out.append(self.forward(self.preprocess(batch)).to("cpu", torch.float32))
-        finally:
-            if network is not None:
-                network.train(was_training)
+        with evaluating(self.network):
+            for batch in data.batches(self.batch_size, device=self.device):
+                out.append(self.forward(self.preprocess(batch)).to("cpu", torch.float32))
         if not out:
             return torch.zeros(0, self.dim)
         return torch.cat(out)
@@ -356,17 +349,13 @@ class ClassifierFeatures(FeatureExtractor):
             raise RuntimeError(f"{self.name} is not trained: call fit() or use for_dataset()")
         data = as_data(images, labels, name="images")
         y = _labels_1d(data.labels, len(data), "images")
-        was_training = self.network.training
-        self.network.eval()
         correct = 0
-        try:
+        with evaluating(self.network):
             for start, x in zip(range(0, len(data), self.batch_size),
                                 data.batches(self.batch_size, device=self.device),
                                 strict=True):
                 pred = self.network(x).argmax(1).cpu()
                 correct += int((pred == y[start:start + len(x)]).sum())
-        finally:
-            self.network.train(was_training)
         return correct / max(len(data), 1)
 
     # --- training -----------------------------------------------------------------------

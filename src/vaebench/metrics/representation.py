@@ -14,21 +14,19 @@ import numpy as np
 import torch
 
 from vaebench.data import as_data
+from vaebench.evaluation import evaluating
 
 __all__ = ["knn_accuracy", "latent_codes", "linear_probe_accuracy", "representation_report"]
 
 
-@torch.no_grad()
 def latent_codes(model: Any, data: Any, batch_size: int = 512) -> torch.Tensor:
     """Posterior means ``model.encode(x).mean`` of ``data``, flattened to N x d (CPU float32).
 
     The model runs in eval mode under ``no_grad``; its previous mode is restored.
     """
     data = as_data(data, name="data")
-    was_training = model.training
-    model.eval()
     codes = []
-    try:
+    with evaluating(model):
         for x in data.batches(batch_size, device=model.device):
             posterior = model.encode(x)
             mean = getattr(posterior, "mean", None)
@@ -36,8 +34,6 @@ def latent_codes(model: Any, data: Any, batch_size: int = 512) -> torch.Tensor:
                 raise TypeError(f"{type(model).__name__}.encode(x) must return a posterior "
                                 f"with a tensor .mean, got {type(posterior).__name__}")
             codes.append(mean.flatten(1).to("cpu", torch.float32))
-    finally:
-        model.train(was_training)
     if not codes:
         raise ValueError("data is empty")
     return torch.cat(codes)

@@ -10,8 +10,6 @@ same n.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 
 from vaebench.data import as_data
 from vaebench.data.sources import ArrayData
+from vaebench.evaluation import evaluating
 
 __all__ = ["feature_frechet_distance", "frechet_distance", "gaussian_stats", "precision_recall",
            "sample_quality"]
@@ -186,20 +185,6 @@ def precision_recall(real_features: Any, fake_features: Any, k: int = 3,
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _seeded_eval(model: Any, seed: int) -> Iterator[None]:
-    was_training = model.training
-    device = torch.device(model.device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)
-
-
 def _subset(data: ArrayData, n: int, generator: torch.Generator) -> ArrayData:
     """A seeded random subset of n rows (all rows, in order, if n == len)."""
     if n >= len(data):
@@ -212,7 +197,7 @@ def _subset(data: ArrayData, n: int, generator: torch.Generator) -> ArrayData:
 def _model_features(model: Any, n: int, features: Any, batch_size: int, seed: int,
                     shape: tuple[int, ...]) -> torch.Tensor:
     out = []
-    with _seeded_eval(model, seed):
+    with evaluating(model, seed):
         for start in range(0, n, batch_size):
             images = model.generate(min(batch_size, n - start))
             if tuple(images.shape[1:]) != shape:

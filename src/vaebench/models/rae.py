@@ -120,6 +120,7 @@ class ExPostPrior:
         components nothing is fitted. ``options`` go to :meth:`GaussianMixturePrior.fit`.
         """
         from vaebench.data import as_data
+        from vaebench.metrics.representation import latent_codes
 
         if n_components is None:
             n_components = self.config.prior_components
@@ -130,15 +131,8 @@ class ExPostPrior:
                 self.ex_post_prior.to(self.device)
         if self.ex_post_prior is None:
             return
-        data = as_data(data, name="prior data")
-        was_training = self.training
-        self.eval()
-        try:
-            codes = torch.cat([self.encode(x).mean.flatten(1)
-                               for x in data.batches(batch_size, device=self.device)])
-        finally:
-            self.train(was_training)
-        self.ex_post_prior.fit(codes, seed=seed, **options)
+        codes = latent_codes(self, as_data(data, name="prior data"), batch_size)
+        self.ex_post_prior.fit(codes.to(self.device), seed=seed, **options)
 
     @torch.no_grad()
     def generate(self, n: int) -> torch.Tensor:

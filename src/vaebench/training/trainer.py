@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaebench.data import ArrayData, as_data
+from vaebench.evaluation import evaluating
 from vaebench.models.base import Autoencoder
 from vaebench.serialization import load_tensors, save_model, save_tensors, write_json
 from vaebench.training.config import TrainerConfig
@@ -45,18 +46,13 @@ def model_batches(model: Autoencoder, data: ArrayData, batch_size: int, **option
             yield x, {}
 
 
-@torch.no_grad()
 def evaluate(model: Autoencoder, data: Any, batch_size: int = 512) -> dict[str, float]:
     """Mean loss and mean of each per-sample term over ``data``, in eval mode."""
     data = as_data(data, name="eval data")
-    was_training = model.training
-    model.eval()
     totals: dict[str, torch.Tensor] = {}
-    try:
+    with evaluating(model):
         for x, inputs in model_batches(model, data, batch_size, device=model.device):
             _accumulate(totals, model(x, **inputs))
-    finally:
-        model.train(was_training)
     return {k: float(v) / len(data) for k, v in totals.items()}
 
 
