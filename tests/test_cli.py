@@ -22,6 +22,9 @@ def test_train_writes_report_and_loss_improves(tmp_path, capsys):
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_recon_loss"]
                                                  + metrics["eval_terms"]["kl"], rel=1e-6)
     assert 0 < metrics["eval_mse_per_dim"] < 0.2
+    # honest likelihood figures: the K=100 bound is at least the ELBO (up to noise)
+    assert metrics["test_log_likelihood_k100"] >= metrics["test_elbo"] - 0.5
+    assert metrics["test_elbo"] == pytest.approx(-metrics["eval_loss"], rel=0.05)
     assert load_model(out / "model").config.likelihood == "bernoulli"
     assert "report in" in capsys.readouterr().out
 
@@ -37,6 +40,7 @@ def test_user_npy_dataset(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 180 and metrics["n_eval"] == 20
     assert not (out / "samples.png").exists()  # not images
+    assert "test_elbo" not in metrics  # an AE has no likelihood
 
 
 def test_errors_are_reported(tmp_path, capsys):
@@ -48,6 +52,9 @@ def test_errors_are_reported(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--latent-dim", "0",
                  "--output", str(tmp_path)]) == 2
     assert "latent_dim" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--likelihood", "bernoulli", "--sigma",
+                 "optimal", "--output", str(tmp_path)]) == 2
+    assert "sigma" in capsys.readouterr().err
 
 
 def test_help_and_list_models(capsys):

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from vaebench.data import DATASETS, ArrayData, as_data, load_dataset
 from vaebench.likelihoods import list_likelihoods
-from vaebench.metrics import reconstruction_mse
+from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_mse
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
@@ -52,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--latent-dim", type=int, default=16)
     train.add_argument("--encoder", default="mlp", help="mlp, conv, or package.module:Class")
     train.add_argument("--decoder", default="mlp", help="mlp, conv, or package.module:Class")
-    train.add_argument("--likelihood", default="gaussian",
-                       help=f"one of: {', '.join(list_likelihoods())}")
-    train.add_argument("--sigma", default="1.0", help="Gaussian decoder scale")
+    train.add_argument("--likelihood", default="gaussian", choices=list_likelihoods(),
+                       help="the reconstruction distribution p(x|z)")
+    train.add_argument("--sigma", default="1.0",
+                       help="scale of the gaussian / laplace likelihood: a positive number, "
+                            "'learned', 'optimal' or 'data' (the last two gaussian only)")
+    train.add_argument("--sigma-per", default="scalar", choices=("scalar", "channel", "pixel"),
+                       help="learned sigma: one scalar, one per channel or one per pixel")
+    train.add_argument("--iwae-k", type=int, default=100,
+                       help="importance samples of the test log-likelihood estimate")
     train.add_argument("--option", action="append", type=_parse_option, default=[],
                        metavar="KEY=VALUE", help="any other model config field (JSON value)")
     train.add_argument("--epochs", type=int, default=10)
@@ -106,7 +113,7 @@ def train_command(args: argparse.Namespace) -> int:
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
         encoder=args.encoder, decoder=args.decoder, likelihood=args.likelihood,
-        sigma=_sigma(args.sigma), **options)
+        sigma=_sigma(args.sigma), sigma_per=args.sigma_per, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
@@ -138,6 +145,11 @@ def train_command(args: argparse.Namespace) -> int:
         "device": str(trainer.device),
         "torch_threads": torch.get_num_threads(),
     }
+    if has_likelihood(model):
+        report = likelihood_report(model, test, k=args.iwae_k)
+        metrics.update({"test_elbo": report["elbo"],
+                        f"test_log_likelihood_k{args.iwae_k}": report["log_likelihood"],
+                        "likelihood": report})
     write_json(output / "metrics.json", metrics)
     viz.save_loss_curve(history, output / "loss_curve.png")
     if viz.is_image_shape(train.sample_shape):
@@ -161,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": train_command, "list-models": list_models_command}
     try:
         return handlers[args.command](args)
+    except ValidationError as err:
+        for problem in err.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or err.title
+            print(f"vaebench: error: {field}: {problem['msg']}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"vaebench: error: {err}", file=sys.stderr)
         return 2

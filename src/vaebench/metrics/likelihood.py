@@ -19,50 +19,31 @@ figures are then those of log p(x | labels).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from vaebench.data import as_data
+from vaebench.evaluation import evaluating
 
 __all__ = ["elbo", "has_likelihood", "likelihood_report", "log_likelihood"]
 
 
 def has_likelihood(model: Any) -> bool:
-    """Whether ``model`` defines a likelihood (can give importance weights)."""
-    return callable(getattr(model, "log_importance_weights", None))
+    """Whether ``model`` defines a likelihood (an ELBO and importance weights)."""
+    return bool(getattr(model, "has_likelihood", True)) and callable(
+        getattr(model, "log_importance_weights", None))
 
 
 def _require_likelihood(model: Any) -> None:
     if has_likelihood(model):
         return
-    name = type(model).__name__
+    reason = getattr(model, "no_likelihood_reason", "it has no log_importance_weights(x, k)")
     raise TypeError(
-        f"the likelihood of a deterministic autoencoder is undefined: {name} has no "
-        "posterior q(z|x) and prior p(z) to integrate over (no log_importance_weights(x, k) "
-        "method), so it has no ELBO and no log p(x); compare it by reconstruction error "
-        "(vaebench.metrics.reconstruction_mse) instead")
-
-
-@contextlib.contextmanager
-def _evaluating(model: Any, seed: int | None) -> Iterator[None]:
-    """Eval mode and no_grad, previous mode restored; with ``seed``, a private RNG state."""
-    was_training = model.training
-    device = _device(model)
-    devices = [device] if device.type == "cuda" else []
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        if seed is not None:
-            stack.enter_context(torch.random.fork_rng(devices=devices))
-            torch.manual_seed(seed)
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)
+        f"the likelihood of {type(model).__name__} is undefined: {reason}, so it has no ELBO "
+        "and no log p(x); compare it by reconstruction error "
+        "(vaebench.metrics.reconstruction_mse) or sample quality instead")
 
 
 def _device(model: Any) -> torch.device:
@@ -108,7 +89,7 @@ def _estimates(model: Any, data: Any, k: int, batch_size: int | None, chunk_size
         raise ValueError(f"{type(model).__name__} is conditioned on labels: give the data with "
                          "its labels, e.g. (x, labels), to estimate log p(x | labels)")
     mean_parts, lse_parts = [], []
-    with _evaluating(model, seed):
+    with evaluating(model, seed):
         dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
         for first in range(0, len(data), batch_size):
             rows = slice(first, first + batch_size)

@@ -74,6 +74,10 @@ class Autoencoder(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     needs_labels: ClassVar[bool] = False
+    #: Whether the model defines log p(x) (an ELBO and importance weights); if not, why.
+    has_likelihood: ClassVar[bool] = False
+    no_likelihood_reason: ClassVar[str] = (
+        "a deterministic autoencoder has no posterior q(z|x) and prior p(z) to integrate over")
 
     def __init__(self, config: ModelConfig | None = None, *, encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, **config_fields: Any):

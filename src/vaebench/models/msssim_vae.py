@@ -4,6 +4,8 @@ Metrics", ICIP 2017)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field, field_validator
 
@@ -55,6 +57,9 @@ class MSSSIMVAE(VAE):
 
     name = "msssim_vae"
     config_class = MSSSIMVAEConfig
+    has_likelihood = False
+    no_likelihood_reason = ("its reconstruction term D * (1 - MS-SSIM) is a perceptual "
+                            "dissimilarity, not -log p(x | z)")
 
     def reconstruction_term(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """D * (1 - MS-SSIM(x, mean of p(x | params))), per sample (B,)."""
@@ -66,10 +71,5 @@ class MSSSIMVAE(VAE):
         weights["kl"] = weights.get("kl", 1.0) * self.config.beta
         return weights
 
-    def log_importance_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Not defined: the MS-SSIM term is not a log-likelihood (see the class docstring)."""
-        raise TypeError(
-            "msssim_vae has no likelihood: its reconstruction term D * (1 - MS-SSIM) is a "
-            "perceptual dissimilarity, not -log p(x | z), so it has no ELBO and no "
-            "importance-sampled log p(x); compare it by reconstruction error "
-            "(vaebench.metrics.reconstruction_mse) or sample quality instead")
+    def log_importance_weights(self, x: torch.Tensor, k: int, **inputs: Any) -> torch.Tensor:
+        raise TypeError(f"msssim_vae has no likelihood: {self.no_likelihood_reason}")

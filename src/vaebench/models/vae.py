@@ -48,6 +48,7 @@ class VAE(Autoencoder):
 
     name = "vae"
     config_class = VAEConfig
+    has_likelihood = True
 
     @property
     def encoder_features(self) -> int:

@@ -30,6 +30,7 @@ from torch import nn
 
 from vaebench.config import ModelConfig
 from vaebench.data.sources import ArrayData, as_data
+from vaebench.evaluation import evaluating
 from vaebench.models.base import Autoencoder, Objective
 from vaebench.models.registry import register_model
 from vaebench.nn.spatial import spatial_grid
@@ -167,6 +168,9 @@ class QuantizedAutoencoder(Autoencoder):
     """
 
     config_class = QuantizedConfig
+    no_likelihood_reason = (
+        "a quantized autoencoder's code is a deterministic function of x; a bound on log p(x) "
+        "would be -recon - the PixelCNN's NLL of the codes, which is not reported yet")
 
     def __init__(self, config: QuantizedConfig | None = None, *,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None,
@@ -220,8 +224,8 @@ class QuantizedAutoencoder(Autoencoder):
     def objective(self, x: torch.Tensor) -> Objective:
         q = self.encode(x)
         params = self.decode(q.quantized)
-        return Objective({"recon": self.likelihood.nll(params, x), **q.terms}, q.quantized,
-                         params)
+        return Objective({"recon": self.reconstruction_term(params, x), **q.terms},
+                         q.quantized, params)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The autoencoder's parameters; the PixelCNN is fitted afterwards by fit_prior."""
@@ -254,10 +258,11 @@ class QuantizedAutoencoder(Autoencoder):
         """Usage and perplexity of the codes of ``data`` (e.g. a test set)."""
         data = as_data(data, name="data")
         counts = torch.zeros(self.quantizer.depth, self.quantizer.num_codes, dtype=torch.long)
-        for x in data.batches(batch_size, device=self.device):
-            for level, codes in enumerate(self.code_indices(x).transpose(0, 1)):
-                counts[level] += torch.bincount(codes.flatten(),
-                                                minlength=self.quantizer.num_codes).cpu()
+        with evaluating(self):
+            for x in data.batches(batch_size, device=self.device):
+                for level, codes in enumerate(self.code_indices(x).transpose(0, 1)):
+                    counts[level] += torch.bincount(codes.flatten(),
+                                                    minlength=self.quantizer.num_codes).cpu()
         pairs = [codebook_usage(c) for c in counts]
         return {"usage": sum(p[0] for p in pairs) / len(pairs),
                 "perplexity": sum(p[1] for p in pairs) / len(pairs)}
@@ -276,17 +281,13 @@ class QuantizedAutoencoder(Autoencoder):
             raise TypeError(f"unknown fit_prior options {sorted(options)}")
         cfg = self.config
         data = as_data(data, name="prior data")
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             indices = torch.cat([self.code_indices(x)
                                  for x in data.batches(512, device=self.device)])
-            history = self.prior.fit(
-                indices, epochs=epochs if epochs is not None else cfg.prior_epochs,
-                batch_size=batch_size or cfg.prior_batch_size, lr=lr or cfg.prior_lr,
-                generator=torch.Generator().manual_seed(seed), progress=progress)
-        finally:
-            self.train(was_training)
+        history = self.prior.fit(
+            indices, epochs=epochs if epochs is not None else cfg.prior_epochs,
+            batch_size=batch_size or cfg.prior_batch_size, lr=lr or cfg.prior_lr,
+            generator=torch.Generator().manual_seed(seed), progress=progress)
         if history:
             self.prior_fitted.fill_(True)
             self.prior_nll.fill_(history[-1])
@@ -300,13 +301,9 @@ class QuantizedAutoencoder(Autoencoder):
             raise RuntimeError(f"{self.name} has no fitted prior to sample from: call "
                                "model.fit_prior(train_data) after training (the vaebench "
                                "train command does)")
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             indices = self.prior.sample(n, temperature, generator=generator, device=self.device)
             return self.likelihood.mean(self.decode_indices(indices))
-        finally:
-            self.train(was_training)
 
 
 @register_model
