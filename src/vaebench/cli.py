@@ -51,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-size", type=int, default=None,
                        help="use only the first N training samples (quick runs)")
     train.add_argument("--latent-dim", type=int, default=16)
-    train.add_argument("--encoder", default="mlp", help="mlp, conv, or package.module:Class")
-    train.add_argument("--decoder", default="mlp", help="mlp, conv, or package.module:Class")
+    train.add_argument("--encoder", default=None,
+                       help="mlp, conv, spatial, or package.module:Class (default: the "
+                            "model's own, mlp for most, spatial for the VQ family)")
+    train.add_argument("--decoder", default=None,
+                       help="mlp, conv, spatial, or package.module:Class (as --encoder)")
     train.add_argument("--likelihood", default="gaussian", choices=list_likelihoods(),
                        help="the reconstruction distribution p(x|z)")
     train.add_argument("--sigma", default="1.0",
@@ -110,10 +113,12 @@ def train_command(args: argparse.Namespace) -> int:
     train, test = _load_data(args)
     torch.manual_seed(args.seed)
     options = dict(args.option)
+    options.update({k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder))
+                    if v is not None})
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
-        encoder=args.encoder, decoder=args.decoder, likelihood=args.likelihood,
-        sigma=_sigma(args.sigma), sigma_per=args.sigma_per, **options)
+        likelihood=args.likelihood, sigma=_sigma(args.sigma), sigma_per=args.sigma_per,
+        **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
