@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebench.evaluation import evaluating
+
 __all__ = ["GatedPixelCNN"]
 
 
@@ -133,18 +135,15 @@ class GatedPixelCNN(nn.Module):
         log_p = F.log_softmax(self.logits(indices), dim=-1)
         return log_p.gather(-1, indices.unsqueeze(-1)).squeeze(-1).flatten(1).sum(1)
 
-    @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
         """``n`` grids (n, depth, h, w) drawn in raster order, levels coarse to fine."""
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         device = device if device is not None else self.heads[0].weight.device
-        was_training = self.training
-        self.eval()
-        try:
-            codes = torch.zeros(n, self.depth, *self.grid_shape, dtype=torch.long, device=device)
-            rows, cols = self.grid_shape
+        codes = torch.zeros(n, self.depth, *self.grid_shape, dtype=torch.long, device=device)
+        rows, cols = self.grid_shape
+        with evaluating(self):
             for i in range(rows):
                 for j in range(cols):
                     # Rows below i cannot influence row i: leave them out.
@@ -154,8 +153,6 @@ class GatedPixelCNN(nn.Module):
                         draw = torch.multinomial(F.softmax(logits.float(), dim=-1), 1,
                                                  generator=generator)
                         codes[:, level, i, j] = draw.squeeze(1)
-        finally:
-            self.train(was_training)
         return codes
 
     def fit(self, indices: torch.Tensor, epochs: int = 10, batch_size: int = 64,
