@@ -68,3 +68,12 @@ def test_help_and_list_models(capsys):
     assert main(["list-models"]) == 0
     listed = capsys.readouterr().out
     assert "vae " in listed and "ae " in listed
+
+
+def test_dsprites_generates_only_what_the_run_uses(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "beta_vae", "--dataset", "dsprites", "--train-size", "300",
+                 "--latent-dim", "3", "--epochs", "1", "--likelihood", "bernoulli",
+                 "--output", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 300 and metrics["n_eval"] == 1000

@@ -20,6 +20,8 @@ from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
 from vaebench.training.config import OPTIMIZERS, SCHEDULERS
 
+DSPRITES_TRAIN_SIZE = 20000
+
 
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", default=None,
                        help="folder with MNIST files (IDX or mnist.npz); else $VAEBENCH_DATA")
     train.add_argument("--train-size", type=int, default=None,
-                       help="use only the first N training samples (quick runs)")
+                       help="use only the first N training samples (quick runs); for "
+                            f"dsprites, generate N (default {DSPRITES_TRAIN_SIZE}) and N/4 "
+                            "for the test split")
     train.add_argument("--latent-dim", type=int, default=16)
     train.add_argument("--encoder", default=None,
                        help="mlp, conv, spatial, or package.module:Class (default: the "
@@ -85,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
-    if args.dataset in DATASETS:
+    if args.dataset == "dsprites":  # generated: draw only the images the run uses
+        n = args.train_size or DSPRITES_TRAIN_SIZE
+        train = as_data(load_dataset("dsprites", "train", n=n, seed=args.seed), name="train data")
+        test = as_data(load_dataset("dsprites", "test", n=max(1000, n // 4), seed=args.seed),
+                       name="test data")
+    elif args.dataset in DATASETS:
         train = as_data(load_dataset(args.dataset, "train", root=args.data_root), name="train data")
         test = as_data(load_dataset(args.dataset, "test", root=args.data_root), name="test data")
     else:
