@@ -10,7 +10,8 @@ when only the batch size changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,35 +21,44 @@ from torch import nn
 from vaebench.config import ModelConfig
 from vaebench.data.sources import ArrayData
 from vaebench.distributions import StandardNormal
-from vaebench.likelihoods import build_likelihood
+from vaebench.likelihoods import Likelihood, build_likelihood
 from vaebench.nn import build_network, import_path
 
 
 @dataclass
 class ModelOutput(Mapping):
-    """What ``model(x)`` returns; readable as attributes or as a mapping."""
+    """What ``model(x)`` returns; readable as attributes or as a mapping.
+
+    ``recon_x`` (the mean of p(x | z)) is computed on first access, so training steps that
+    never read it do not pay for it.
+    """
 
     loss: torch.Tensor
     recon_loss: torch.Tensor
     reg_loss: torch.Tensor
-    recon_x: torch.Tensor
     z: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor]
     """The named per-sample terms of the objective, each of shape (B,)."""
+    decoder_params: torch.Tensor
+    likelihood: Likelihood = field(repr=False)
+
+    KEYS: ClassVar[tuple[str, ...]] = ("loss", "recon_loss", "reg_loss", "recon_x", "z",
+                                       "terms", "decoder_params")
+
+    @cached_property
+    def recon_x(self) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder_params)
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self._names():
+        if key not in self.KEYS:
             raise KeyError(key)
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
+        return iter(self.KEYS)
 
     def __len__(self) -> int:
-        return len(self._names())
-
-    def _names(self) -> list[str]:
-        return [f.name for f in fields(self)]
+        return len(self.KEYS)
 
 
 @dataclass
@@ -194,9 +204,10 @@ class Autoencoder(nn.Module):
             loss=(weighted["recon"] + regularizer).mean(),
             recon_loss=recon_loss,
             reg_loss=reg_loss,
-            recon_x=self.likelihood.mean(objective.decoder_params),
             z=objective.z,
             terms=objective.terms,
+            decoder_params=objective.decoder_params,
+            likelihood=self.likelihood,
         )
 
     @torch.no_grad()

@@ -58,7 +58,7 @@ def evaluate(model: Autoencoder, data: Any, batch_size: int = 512) -> dict[str, 
 
 def _accumulate(totals: dict[str, torch.Tensor], output: Any) -> None:
     """Add the batch's sums of the loss and of every term to ``totals`` (no sync)."""
-    n = output.recon_x.shape[0]
+    n = output.z.shape[0]
     pairs = [("loss", output.loss.detach() * n)]
     pairs += [(name, term.detach().sum()) for name, term in output.terms.items()]
     for name, value in pairs:
