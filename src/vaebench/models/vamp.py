@@ -4,16 +4,14 @@ pseudo-inputs."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from vaebench.models.registry import register_model
 from vaebench.models.vae import VAE, VAEConfig
-
-PSEUDO_INPUT_INITS = ("uniform", "data")
 
 
 class VampPriorConfig(VAEConfig):
@@ -21,17 +19,9 @@ class VampPriorConfig(VAEConfig):
 
     num_pseudo_inputs: int = Field(50, gt=0, description="K, the number of mixture components "
                                                           "(the paper uses 500 on MNIST)")
-    pseudo_inputs_init: str = Field(
+    pseudo_inputs_init: Literal["uniform", "data"] = Field(
         "data", description="'uniform': U(0, 1) noise; 'data': K random training samples, "
                             "drawn by prepare() before the first step (U(0, 1) until then)")
-
-    @field_validator("pseudo_inputs_init")
-    @classmethod
-    def _known_init(cls, value: str) -> str:
-        if value not in PSEUDO_INPUT_INITS:
-            raise ValueError(f"pseudo_inputs_init must be one of "
-                             f"{', '.join(map(repr, PSEUDO_INPUT_INITS))}, got {value!r}")
-        return value
 
 
 class VampPrior(nn.Module):
