@@ -12,15 +12,13 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from vaebench.data import DATASETS, ArrayData, as_data, load_dataset
+from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.likelihoods import list_likelihoods
 from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_mse
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
 from vaebench.training.config import OPTIMIZERS, SCHEDULERS
-
-DSPRITES_TRAIN_SIZE = 20000
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -85,27 +83,86 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list-models", help="list the registered models",
                         description="List the registered models with one line each.")
+    _add_benchmark_parser(commands)
     return parser
 
 
+def _seeds(text: str) -> int | list[int]:
+    """``3`` (a count: seeds 0, 1, 2) or ``0,5,9`` (those seeds)."""
+    try:
+        if "," not in text:
+            return int(text)
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds needs a count or a comma-separated list of "
+                                         f"integers, got {text!r}") from None
+
+
+def _parse_model_option(text: str) -> tuple[str, str, Any]:
+    name, sep, rest = text.partition(".")
+    key, value = _parse_option(rest)
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--model-option needs MODEL.KEY=VALUE, got {text!r}")
+    return name, key, value
+
+
+def _add_benchmark_parser(commands: Any) -> None:
+    bench = commands.add_parser(
+        "benchmark", help="train and compare many models x datasets x seeds, write a report",
+        description="Train every model x dataset x seed with the same networks and budget, "
+                    "evaluate every metric that applies and write, under --output: "
+                    "report.md, results.csv, results.json, figures/ and runs/ (one folder per "
+                    "run). Finished runs are skipped when started again. Settings come from "
+                    "--config (JSON, or YAML with PyYAML) and the flags, which override it; "
+                    "see docs/benchmark.md.")
+    bench.add_argument("--config", default=None, help="benchmark settings file (.json, .yaml)")
+    bench.add_argument("--models", default=None, help="comma-separated model names")
+    bench.add_argument("--datasets", "--dataset", default=None,
+                       help="comma-separated bundled dataset names or paths")
+    bench.add_argument("--seeds", type=_seeds, default=None,
+                       help="a count (3: seeds 0, 1, 2) or a list (0,5,9); default 3")
+    bench.add_argument("--epochs", type=int, default=None, help="default 20")
+    bench.add_argument("--batch-size", type=int, default=None, help="default 64")
+    bench.add_argument("--lr", type=float, default=None, help="learning rate, default 1e-3")
+    bench.add_argument("--latent-dim", type=int, default=None, help="default 16")
+    bench.add_argument("--likelihood", default=None, choices=list_likelihoods(),
+                       help="default gaussian")
+    bench.add_argument("--sigma", default=None, help="as for train; default 1.0")
+    bench.add_argument("--sigma-per", default=None, choices=("scalar", "channel", "pixel"))
+    bench.add_argument("--encoder", default=None,
+                       help="one network for every model (default: each model's own)")
+    bench.add_argument("--decoder", default=None, help="as --encoder")
+    bench.add_argument("--model-option", action="append", type=_parse_model_option,
+                       default=[], metavar="MODEL.KEY=VALUE",
+                       help="a config field of one model, e.g. beta_vae.beta=4")
+    bench.add_argument("--train-size", type=int, default=None,
+                       help="use the first N training samples (dsprites: generate N)")
+    bench.add_argument("--data-root", default=None, help="folder with the MNIST files")
+    bench.add_argument("--metrics", default=None,
+                       help="comma-separated subset of loss, reconstruction, likelihood, "
+                            "sample_quality, representation, disentanglement (default: all "
+                            "that apply)")
+    bench.add_argument("--features", default=None, choices=("classifier", "inception"),
+                       help="feature network of FID / precision / recall; default classifier")
+    bench.add_argument("--n-fid", type=int, default=None,
+                       help="generated samples for FID / precision / recall; default 1000")
+    bench.add_argument("--iwae-k", type=int, default=None,
+                       help="importance samples of log p(x); default 100")
+    bench.add_argument("--dsprites-n", type=int, default=None,
+                       help="dSprites images for the disentanglement metrics; default 10000")
+    bench.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
+    bench.add_argument("--output", default=None, help="benchmark folder; default bench")
+    bench.add_argument("--progress", action="store_true", default=None,
+                       help="show the trainer's progress bar of every run")
+    bench.add_argument("--retry-failed", action="store_true",
+                       help="run again the runs that failed before")
+    bench.add_argument("--report-only", action="store_true",
+                       help="only regenerate the report, tables and figures from --output")
+
+
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
-    if args.dataset == "dsprites":  # generated: draw only the images the run uses
-        n = args.train_size or DSPRITES_TRAIN_SIZE
-        train = as_data(load_dataset("dsprites", "train", n=n, seed=args.seed), name="train data")
-        test = as_data(load_dataset("dsprites", "test", n=max(1000, n // 4), seed=args.seed),
-                       name="test data")
-    elif args.dataset in DATASETS:
-        train = as_data(load_dataset(args.dataset, "train", root=args.data_root), name="train data")
-        test = as_data(load_dataset(args.dataset, "test", root=args.data_root), name="test data")
-    else:
-        data = as_data(args.dataset, name=str(args.dataset))
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
-        n_test = max(1, len(data) // 10)
-        test = data.subset(order[:n_test], "test data")
-        train = data.subset(order[n_test:], "train data")
-    if args.train_size is not None:
-        train = train.subset(slice(0, args.train_size))
-    return train, test
+    return load_train_test(args.dataset, train_size=args.train_size, seed=args.seed,
+                           data_root=args.data_root)
 
 
 def _sigma(text: str) -> float | str:
@@ -182,9 +239,41 @@ def list_models_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmark_command(args: argparse.Namespace) -> int:
+    from vaebench.benchmark import BenchmarkConfig, run_benchmark, write_report
+    from vaebench.benchmark.config import merge_options, read_config_file
+
+    file_values = read_config_file(args.config) if args.config else {}
+    if args.report_only:
+        output = args.output or file_values.get("output")
+        if not output:
+            raise ValueError("--report-only needs --output (or a --config naming output)")
+        print(f"report: {write_report(output)}")
+        return 0
+    model_options: dict[str, dict[str, Any]] = {}
+    for name, key, value in args.model_option:
+        model_options.setdefault(name, {})[key] = value
+    flags = {"models": args.models, "datasets": args.datasets, "seeds": args.seeds,
+             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+             "latent_dim": args.latent_dim, "likelihood": args.likelihood,
+             "sigma": None if args.sigma is None else _sigma(args.sigma),
+             "sigma_per": args.sigma_per, "encoder": args.encoder, "decoder": args.decoder,
+             "model_options": model_options or None, "train_size": args.train_size,
+             "data_root": args.data_root, "metrics": args.metrics, "features": args.features,
+             "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,
+             "device": args.device, "output": args.output, "progress": args.progress}
+    config = BenchmarkConfig(**merge_options(file_values, flags))
+    try:
+        results = run_benchmark(config, retry_failed=args.retry_failed)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if any(r["status"] == "ok" for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": train_command, "list-models": list_models_command}
+    handlers = {"train": train_command, "list-models": list_models_command,
+                "benchmark": benchmark_command}
     try:
         return handlers[args.command](args)
     except ValidationError as err:

@@ -16,20 +16,9 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
 
-class ModelConfig(Config):
-    """What every autoencoder needs: data shape, latent size, networks and likelihood.
+class LikelihoodOptions(Config):
+    """The reconstruction likelihood and its scale, checked together (models, benchmarks)."""
 
-    ``encoder`` / ``decoder`` name a built-in network (``"mlp"``, ``"conv"``) or give the
-    import path of a user class (``"package.module:Class"``), built as
-    ``Class(**encoder_kwargs)``.
-    """
-
-    input_dim: tuple[int, ...] = Field(description="shape of one sample, e.g. (1, 28, 28)")
-    latent_dim: int = Field(16, gt=0)
-    encoder: str = "mlp"
-    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
-    decoder: str = "mlp"
-    decoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     likelihood: str = Field("gaussian", description="reconstruction distribution p(x|z)",
                             validate_default=True)
     sigma: float | str = Field(
@@ -37,13 +26,6 @@ class ModelConfig(Config):
         validate_default=True)
     sigma_per: str = Field("scalar", description="learned sigma: 'scalar', 'channel' or 'pixel'",
                            validate_default=True)
-
-    @field_validator("input_dim")
-    @classmethod
-    def _positive_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(d <= 0 for d in value):
-            raise ValueError(f"every entry of input_dim must be a positive integer, got {value}")
-        return value
 
     # likelihood, sigma and sigma_per must fit together (e.g. sigma='optimal' is Gaussian
     # only). Fields validate in order (all three validate their defaults too), so sigma is
@@ -86,4 +68,27 @@ class ModelConfig(Config):
                              f"got {value!r}")
         if "likelihood" in info.data and "sigma" in info.data:
             check_sigma_per(info.data["likelihood"], info.data["sigma"], value)
+        return value
+
+
+class ModelConfig(LikelihoodOptions):
+    """What every autoencoder needs: data shape, latent size, networks and likelihood.
+
+    ``encoder`` / ``decoder`` name a built-in network (``"mlp"``, ``"conv"``) or give the
+    import path of a user class (``"package.module:Class"``), built as
+    ``Class(**encoder_kwargs)``.
+    """
+
+    input_dim: tuple[int, ...] = Field(description="shape of one sample, e.g. (1, 28, 28)")
+    latent_dim: int = Field(16, gt=0)
+    encoder: str = "mlp"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    decoder: str = "mlp"
+    decoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("input_dim")
+    @classmethod
+    def _positive_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError(f"every entry of input_dim must be a positive integer, got {value}")
         return value

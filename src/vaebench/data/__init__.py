@@ -9,8 +9,11 @@ import torch
 from vaebench.data.sources import ArrayData, as_data, load_image_folder
 
 DATASETS = ("mnist", "mnist5k", "digits", "dsprites")
+#: dSprites images generated for a training run unless told otherwise.
+DSPRITES_TRAIN_SIZE = 20000
 
-__all__ = ["DATASETS", "ArrayData", "as_data", "load_dataset", "load_image_folder"]
+__all__ = ["DATASETS", "DSPRITES_TRAIN_SIZE", "ArrayData", "as_data", "load_dataset",
+           "load_image_folder", "load_train_test"]
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
@@ -38,3 +41,28 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
         return load_dsprites(split=split, **options)
     raise ValueError(f"unknown dataset {name!r}; bundled datasets: {', '.join(DATASETS)}")
+
+
+def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 0,
+                    data_root: str | Path | None = None) -> tuple[ArrayData, ArrayData]:
+    """(train, test) as ``vaebench train`` and ``vaebench benchmark`` use them: a bundled
+    dataset's splits (dsprites: ``train_size`` generated images and a quarter as many, at
+    least 1000, for the test), or user data split 90 / 10 by ``seed``; then the first
+    ``train_size`` training samples."""
+    if dataset == "dsprites":  # generated: draw only the images the run uses
+        n = train_size or DSPRITES_TRAIN_SIZE
+        train = as_data(load_dataset("dsprites", "train", n=n, seed=seed), name="train data")
+        test = as_data(load_dataset("dsprites", "test", n=max(1000, n // 4), seed=seed),
+                       name="test data")
+    elif dataset in DATASETS:
+        train = as_data(load_dataset(dataset, "train", root=data_root), name="train data")
+        test = as_data(load_dataset(dataset, "test", root=data_root), name="test data")
+    else:
+        data = as_data(dataset, name=str(dataset))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, len(data) // 10)
+        test = data.subset(order[:n_test], "test data")
+        train = data.subset(order[n_test:], "train data")
+    if train_size is not None:
+        train = train.subset(slice(0, train_size))
+    return train, test

@@ -1,0 +1,281 @@
+"""What a benchmark runs: :class:`BenchmarkConfig` (typed, validated, JSON-serializable)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from vaebench.config import LikelihoodOptions
+
+#: Metric groups a run can compute, in the order they are computed and reported.
+METRICS = ("loss", "reconstruction", "likelihood", "sample_quality", "representation",
+           "disentanglement")
+FEATURE_NETWORKS = ("classifier", "inception")
+#: Model config fields a benchmark sets for every model; model_options may not override them.
+_SHARED_FIELDS = ("input_dim",)
+
+
+def dataset_key(dataset: str) -> str:
+    """Name of a dataset in folders and tables: a bundled name as is, a path by its file or
+    folder name (without suffix), reduced to letters, digits, ``-``, ``_`` and ``.``."""
+    from vaebench.data import DATASETS
+
+    if dataset in DATASETS:
+        return dataset
+    path = Path(dataset)
+    stem = path.stem if path.suffix else path.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "data"
+
+
+class BenchmarkConfig(LikelihoodOptions):
+    """Every model x dataset x seed trained with the same networks and budget.
+
+    ``seeds`` is a count (``3`` runs seeds 0, 1, 2) or an explicit list. ``encoder`` and
+    ``decoder`` left at None give each model its own default: ``mlp`` for most, the
+    ``spatial`` networks for the VQ family on images, so "same networks" holds within a
+    family; name a network (``"mlp"``, ``"conv"``) to impose one on every model.
+    ``model_options`` maps a model name to config fields of that model only, e.g.
+    ``{"beta_vae": {"beta": 4}}``.
+    """
+
+    models: list[str] = Field(min_length=1, description="registered model names")
+    datasets: list[str] = Field(["mnist5k"], min_length=1,
+                                description="bundled dataset names, folders of images or "
+                                            ".npy files")
+    seeds: int | list[int] = Field(3, description="a count (seeds 0..n-1) or a list of seeds")
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(64, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    latent_dim: int = Field(16, gt=0)
+    encoder: str | None = Field(None, description="None: each model's default network")
+    decoder: str | None = Field(None, description="None: each model's default network")
+    model_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per model name, overrides of its config fields")
+    train_size: int | None = Field(None, gt=0, description="use the first N training samples "
+                                                           "(dsprites: generate N)")
+    data_seed: int = Field(0, ge=0, description="seed of the data split / dsprites subset, "
+                                                "the same for every run")
+    data_root: str | None = Field(None, description="folder with the MNIST files")
+    metrics: list[str] | None = Field(None, description=f"subset of {', '.join(METRICS)}; "
+                                                        "None: every one that applies")
+    features: str = Field("classifier", description="feature network of FID / precision / "
+                                                    "recall: 'classifier' or 'inception'")
+    n_fid: int = Field(1000, ge=4, description="generated samples for FID / precision / recall")
+    iwae_k: int = Field(100, gt=0, description="importance samples of the log p(x) estimate")
+    dsprites_n: int = Field(10000, ge=10, description="dSprites images encoded for the "
+                                                      "disentanglement metrics")
+    output: str = Field("bench", description="folder of the runs, report and figures")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    progress: bool = Field(False, description="show the trainer's progress bar")
+
+    # --- validation ---------------------------------------------------------------------
+    @field_validator("models", "datasets", "metrics", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        """Accept ``"vae,beta_vae"`` (as on the command line) for a list of names."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        from vaebench.models import list_models
+
+        known = list_models()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(known)}")
+        return _unique(value, "model")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, value: list[str]) -> list[str]:
+        from vaebench.data import DATASETS
+
+        for name in value:
+            if name not in DATASETS and not Path(name).expanduser().exists():
+                raise ValueError(f"{name!r} is neither a bundled dataset ({', '.join(DATASETS)})"
+                                 " nor an existing folder or file")
+        value = _unique(value, "dataset")
+        keys = [dataset_key(name) for name in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"datasets {value} share a name ({keys}): rename a folder or file")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError(f"seeds must be a count of at least 1 or a list of seeds, "
+                                 f"got {value}")
+            return value
+        if not value:
+            raise ValueError("seeds is an empty list")
+        if any(seed < 0 for seed in value):
+            raise ValueError(f"seeds must be non-negative, got {value}")
+        return _unique(value, "seed")
+
+    @field_validator("likelihood")
+    @classmethod
+    def _known_likelihood(cls, value: str) -> str:
+        from vaebench.likelihoods import list_likelihoods
+
+        if value not in list_likelihoods():
+            raise ValueError(f"unknown likelihood {value!r}; known: "
+                             f"{', '.join(list_likelihoods())}")
+        return value
+
+    @field_validator("sigma")
+    @classmethod
+    def _valid_sigma(cls, value: float | str, info: ValidationInfo) -> float | str:
+        from vaebench.likelihoods import check_sigma, normalize_sigma
+
+        value = normalize_sigma(value)
+        if "likelihood" in info.data:
+            check_sigma(info.data["likelihood"], value)
+        return value
+
+    @field_validator("sigma_per")
+    @classmethod
+    def _valid_sigma_per(cls, value: str, info: ValidationInfo) -> str:
+        from vaebench.likelihoods import SIGMA_PER, check_sigma_per
+
+        if value not in SIGMA_PER:
+            raise ValueError(f"sigma_per must be one of {', '.join(map(repr, SIGMA_PER))}, "
+                             f"got {value!r}")
+        if "likelihood" in info.data and "sigma" in info.data:
+            check_sigma_per(info.data["likelihood"], info.data["sigma"], value)
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unknown = [name for name in value if name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+        if not value:
+            raise ValueError("metrics is empty; leave it out to compute every one that applies")
+        return [name for name in METRICS if name in value]  # canonical order
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: str) -> str:
+        if value not in FEATURE_NETWORKS:
+            raise ValueError(f"features must be one of {', '.join(FEATURE_NETWORKS)}, "
+                             f"got {value!r}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
+                             f"got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_model_options(self) -> BenchmarkConfig:
+        from vaebench.models import get_model_class
+
+        for name, options in self.model_options.items():
+            if name not in self.models:
+                raise ValueError(f"model_options names {name!r}, which is not among the "
+                                 f"benchmarked models {self.models}")
+            fields = get_model_class(name).config_class.model_fields
+            for key in options:
+                if key not in fields or key in _SHARED_FIELDS:
+                    raise ValueError(f"model_options.{name}: {key!r} is not a config field of "
+                                     f"{name} that a benchmark may set; fields: "
+                                     f"{', '.join(f for f in fields if f not in _SHARED_FIELDS)}")
+        return self
+
+    # --- derived values -----------------------------------------------------------------
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def wants(self, metric: str) -> bool:
+        return self.metrics is None or metric in self.metrics
+
+    def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
+        """The settings that determine one run's result (not where or how it is shown)."""
+        everything = self.to_dict()
+        skip = {"models", "datasets", "seeds", "model_options", "output", "device",
+                "progress", "data_root"}
+        out = {"dataset": dataset, "model": model, "seed": seed,
+               "model_options": everything["model_options"].get(model, {})}
+        out.update({k: v for k, v in everything.items() if k not in skip})
+        return out
+
+    # --- files --------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> BenchmarkConfig:
+        """Read a JSON (or, with PyYAML installed, YAML) file; ``overrides`` replace its
+        values (``model_options`` are merged per model)."""
+        return cls(**merge_options(read_config_file(path), overrides))
+
+    def save(self, path: str | Path) -> Path:
+        from vaebench.files import write_json
+
+        write_json(path, self.to_dict())
+        return Path(path)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a JSON or YAML benchmark file (YAML needs PyYAML, imported lazily)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ImportError(f"{path} is a YAML file, but PyYAML is not installed: "
+                              "`pip install pyyaml`, or write the config as JSON") from err
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from err
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config fields, got "
+                         f"{type(data).__name__}")
+    return data
+
+
+def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with the non-None ``overrides``; ``model_options`` merge per model."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "model_options" and isinstance(out.get(key), dict):
+            merged = {name: dict(options) for name, options in out[key].items()}
+            for name, options in value.items():
+                merged.setdefault(name, {}).update(options)
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def _unique(values: list, what: str) -> list:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+    return values

@@ -1,0 +1,577 @@
+"""Run a benchmark: every (dataset, model, seed) trained, evaluated and saved in its folder.
+
+One run writes ``runs/{dataset}/{model}/seed{seed}/``: ``model/`` (the trained model),
+``history.json``, ``figures.safetensors`` (the images the report's figures are made of) and,
+last and atomically, ``result.json``. A run whose ``result.json`` says ``"ok"`` with the same
+settings is skipped when the benchmark is started again; a failed one is retried only with
+``retry_failed=True``; a run that was interrupted has no ``result.json`` and is redone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from vaebench.benchmark.config import BenchmarkConfig, dataset_key
+from vaebench.files import write_json
+
+RESULT_FILE = "result.json"
+FIGURES_FILE = "figures.safetensors"
+#: The probes of the representation metrics are fitted on at most this many training codes.
+PROBE_TRAIN_SIZE = 10_000
+#: Images kept per run for the report's figures.
+N_RECONSTRUCTIONS = 8
+N_SAMPLES = 16
+TRAVERSAL_STEPS = 7
+TRAVERSAL_MAX_DIMS = 16
+
+
+class NotApplicable(Exception):  # noqa: N818 - a reason, not an error
+    """A metric that does not apply to a model or dataset; the message says why."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (dataset, model, seed) of a benchmark; ``dataset`` as configured."""
+
+    dataset: str
+    model: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return dataset_key(self.dataset)
+
+    def folder(self, output: str | Path) -> Path:
+        return Path(output) / "runs" / self.key / self.model / f"seed{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.model} seed {self.seed}"
+
+
+def plan_runs(config: BenchmarkConfig) -> list[Run]:
+    """Every run of ``config``: datasets, then models, then seeds, in the configured order."""
+    return [Run(dataset, model, seed) for dataset in config.datasets
+            for model in config.models for seed in config.seed_list]
+
+
+def read_result(folder: str | Path) -> dict[str, Any] | None:
+    """The ``result.json`` of a run folder, or None if it is missing or unreadable."""
+    path = Path(folder) / RESULT_FILE
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and "status" in result else None
+
+
+def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
+    """What a run ran on: processor, CPU count, threads, torch version, device (and GPU)."""
+    out: dict[str, Any] = {
+        "processor": _cpu_name(),
+        "platform": platform.platform(terse=True),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device) if device is not None else "cpu",
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def _cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
+                  stream: TextIO | None = None, report: bool = True) -> list[dict[str, Any]]:
+    """Train and evaluate every run of ``config`` not already done, then write the report.
+
+    Progress goes to ``stream`` (stdout by default), one line per run. Returns the
+    ``result.json`` contents of every planned run, in plan order. A run that fails (an
+    exception or a non-finite loss) is recorded as failed and the others go on; an
+    interrupt (Ctrl-C) stops the benchmark, and the next invocation resumes it.
+    """
+    stream = stream if stream is not None else sys.stdout
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    config.save(output / "benchmark.json")
+    runs = plan_runs(config)
+    context = _Context(config)
+    results = []
+    say = _Say(stream)
+    say.line(f"benchmark: {len(runs)} runs ({len(config.datasets)} dataset(s) x "
+             f"{len(config.models)} model(s) x {len(config.seed_list)} seed(s)) in {output}")
+    for index, run in enumerate(runs, 1):
+        prefix = f"[{index}/{len(runs)}] {run}"
+        folder = run.folder(output)
+        previous = read_result(folder)
+        if previous is not None:
+            same = previous.get("config") == _jsonable(config.run_config(run.dataset, run.model,
+                                                                         run.seed))
+            if same and previous["status"] == "ok":
+                say.line(f"{prefix} ... skipping, done")
+                results.append(previous)
+                continue
+            if same and not retry_failed:
+                say.line(f"{prefix} ... skipping, failed before ({_short(previous.get('error'))}"
+                         "); --retry-failed runs it again")
+                results.append(previous)
+                continue
+            if not same:
+                say.line(f"{prefix}: its settings changed since it ran, running it again")
+        if config.progress:
+            say.line(f"{prefix} ...")
+        else:
+            say.part(f"{prefix} ... ")
+        try:
+            result = run_one(config, run, context)
+        except KeyboardInterrupt:
+            say.line(f"\ninterrupted in run {index} of {len(runs)}; start the same benchmark "
+                     "again to resume (finished runs are kept)")
+            raise
+        results.append(result)
+        if result["status"] == "ok":
+            loss = result["metrics"].get("loss", {}).get("loss", result.get("best_eval_loss"))
+            extra = f" (eval loss {loss:.2f})" if isinstance(loss, float) else ""
+            errors = result["metric_errors"]
+            if errors:
+                extra += f"; metric errors: {', '.join(errors)}"
+            say.end(f"done in {result['seconds']:.1f} s{extra}", prefix, config.progress)
+        else:
+            say.end(f"FAILED after {result['seconds']:.1f} s: {_short(result['error'])}",
+                    prefix, config.progress)
+    if report:
+        from vaebench.benchmark.report import write_report
+
+        path = write_report(output, config)
+        total = sum(r.get("seconds") or 0.0 for r in results)
+        failed = sum(r["status"] != "ok" for r in results)
+        say.line(f"report: {path} ({len(results) - failed} ok, {failed} failed, "
+                 f"{total:.1f} s of runs)")
+    return results
+
+
+class _Say:
+    """Progress lines: the start of a run's line, then its end (on a new line when the
+    trainer's progress bar was drawn in between)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def part(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def end(self, text: str, prefix: str, own_line: bool) -> None:
+        self.line(f"{prefix} ... {text}" if own_line else text)
+
+
+class _Context:
+    """What runs of the same dataset share: the data and the feature network, loaded once."""
+
+    def __init__(self, config: BenchmarkConfig):
+        self.config = config
+        self._data: dict[str, Any] = {}
+        self._features: dict[str, Any] = {}
+
+    def data(self, dataset: str):
+        """(train, test) of ``dataset``, loaded as ``vaebench train`` loads it (once)."""
+        if dataset not in self._data:
+            from vaebench.data import load_train_test
+
+            cfg = self.config
+            try:
+                self._data[dataset] = load_train_test(dataset, train_size=cfg.train_size,
+                                                seed=cfg.data_seed, data_root=cfg.data_root)
+            except Exception as err:  # every run of this dataset fails with the same error
+                self._data[dataset] = err
+        value = self._data[dataset]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def features(self, dataset: str, sample_shape: tuple[int, ...]):
+        """The feature network of the sample-quality metrics for ``dataset`` (once)."""
+        if dataset not in self._features:
+            try:
+                self._features[dataset] = self._build_features(dataset, sample_shape)
+            except Exception as err:  # NotApplicable or a real error: the same for every run
+                self._features[dataset] = err
+        value = self._features[dataset]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def _build_features(self, dataset: str, sample_shape: tuple[int, ...]):
+        from vaebench import viz
+        from vaebench.data import DATASETS
+        from vaebench.metrics import ClassifierFeatures, InceptionFeatures
+        from vaebench.training import resolve_device
+
+        if not viz.is_image_shape(sample_shape):
+            raise NotApplicable("the data are not images")
+        device = resolve_device(self.config.device)
+        if self.config.features == "inception":
+            return CachingFeatures(InceptionFeatures(device=device))
+        if dataset not in DATASETS or dataset == "dsprites":
+            raise NotApplicable(f"no class labels to train the feature classifier on for "
+                                f"{dataset_key(dataset)}; use features='inception'")
+        return CachingFeatures(ClassifierFeatures.for_dataset(dataset, device=device))
+
+
+class CachingFeatures:
+    """A feature network that remembers the features of the reference (test) image sets it
+    was given, so that every run of a dataset compares with them without recomputing them
+    (Inception features of a thousand images take minutes on a CPU). Sets are recognised
+    by a hash of their pixels; generated batches (tensors) are never remembered.
+    """
+
+    def __init__(self, network: Any, max_entries: int = 16):
+        self.network = network
+        self.name = network.name
+        self.dim = network.dim
+        self.max_entries = max_entries
+        self.hits = 0
+        self._memo: dict[str, torch.Tensor] = {}
+
+    def info(self) -> dict[str, Any]:
+        info = getattr(self.network, "info", None)
+        return info() if callable(info) else {}
+
+    def __call__(self, images: Any) -> torch.Tensor:
+        from vaebench.data import ArrayData
+
+        if not isinstance(images, ArrayData):
+            return self.network(images)
+        pixels = images.take(slice(None)).detach().to("cpu", torch.float32).contiguous()
+        key = hashlib.sha1(pixels.numpy().tobytes()).hexdigest() + str(tuple(pixels.shape))
+        if key in self._memo:
+            self.hits += 1
+            return self._memo[key].clone()
+        features = self.network(images)
+        if len(self._memo) < self.max_entries:
+            self._memo[key] = features.clone()
+        return features
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+# --------------------------------------------------------------------------------------------
+
+
+def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
+            ) -> dict[str, Any]:
+    """Train, evaluate and save one run; write and return its ``result.json`` contents.
+
+    Any exception while loading data, building or training the model (including a
+    non-finite loss) marks the run failed; each metric is computed on its own, so one that
+    fails is recorded in ``metric_errors`` and the run is still ``"ok"``.
+    """
+    import vaebench
+
+    context = context or _Context(config)
+    folder = run.folder(config.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result: dict[str, Any] = {
+        "dataset": run.key, "dataset_source": run.dataset, "model": run.model,
+        "seed": run.seed, "status": "failed", "error": None, "traceback": None,
+        "seconds": None, "train_seconds": None, "eval_seconds": None, "best_epoch": None,
+        "best_eval_loss": None,
+        "n_train": None, "n_test": None, "metrics": {}, "metric_errors": {},
+        "not_applicable": {}, "figures": {},
+        "config": _jsonable(config.run_config(run.dataset, run.model, run.seed)),
+        "hardware": None, "vaebench_version": vaebench.__version__,
+    }
+    model = None
+    try:
+        train, test = context.data(run.dataset)
+        result.update(n_train=len(train), n_test=len(test))
+        model, trainer = _train(config, run, train, test, folder, result)
+        result["hardware"] = hardware(trainer.device)
+        result["status"] = "ok"
+    except Exception as err:
+        result["error"] = f"{type(err).__name__}: {err}"
+        result["traceback"] = _traceback_summary(err)
+        result["hardware"] = result["hardware"] or hardware(None)
+    if result["status"] == "ok":
+        eval_start = time.perf_counter()
+        features = _lazy_features(context, run.dataset, train.sample_shape)
+        result["metrics"], result["metric_errors"], result["not_applicable"] = evaluate_run(
+            config, run, model, train, test, features)
+        try:
+            result["figures"] = _save_figure_tensors(model, test, run, folder)
+        except Exception as err:  # figures never fail a run
+            result["figures"] = {"error": f"{type(err).__name__}: {err}"}
+        result["eval_seconds"] = time.perf_counter() - eval_start
+    result["seconds"] = time.perf_counter() - start
+    result["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    result = _jsonable(result)
+    write_json(folder / RESULT_FILE, result)
+    return result
+
+
+def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
+           result: dict[str, Any]):
+    from vaebench.models import create_model
+    from vaebench.training import Trainer, TrainerConfig
+
+    options: dict[str, Any] = {"input_dim": train.sample_shape, "latent_dim": config.latent_dim,
+                               "likelihood": config.likelihood, "sigma": config.sigma,
+                               "sigma_per": config.sigma_per}
+    options.update({role: getattr(config, role) for role in ("encoder", "decoder")
+                    if getattr(config, role) is not None})
+    options.update(config.model_options.get(run.model, {}))
+    torch.manual_seed(run.seed)
+    model = create_model(run.model, **options)
+    trainer = Trainer(model, TrainerConfig(
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        seed=run.seed, device=config.device, progress=config.progress))
+    start = time.perf_counter()
+    history = trainer.fit(train, test)
+    result["train_seconds"] = time.perf_counter() - start
+    write_json(folder / "history.json", _jsonable(history))
+    result["best_epoch"] = trainer.best_epoch
+    result["best_eval_loss"] = trainer.best_eval_loss
+    if trainer.best_epoch is None:
+        raise FloatingPointError(f"the eval loss was never finite (last: "
+                                 f"{history[-1].get('eval_loss')}); nothing to evaluate")
+    model.fit_prior(train)
+    model.save(folder / "model")
+    return model, trainer
+
+
+def _lazy_features(context: _Context, dataset: str, sample_shape: tuple[int, ...]):
+    """A thunk for the feature network: built only if sample quality is computed."""
+    return lambda: context.features(dataset, sample_shape)
+
+
+def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
+                 features: Callable[[], Any] | Any = None
+                 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Every metric of ``config`` that applies: (metrics by group, errors, not applicable).
+
+    Each group is computed on its own: an exception is recorded as that group's error.
+    """
+    from vaebench import viz
+    from vaebench.metrics import (
+        disentanglement_report,
+        has_likelihood,
+        likelihood_report,
+        reconstruction_mse,
+        representation_report,
+        sample_quality,
+    )
+    from vaebench.training import evaluate
+
+    def likelihood():
+        if not has_likelihood(model):
+            raise NotApplicable(getattr(model, "no_likelihood_reason", "no likelihood"))
+        try:
+            return likelihood_report(model, test, k=config.iwae_k, seed=run.seed)
+        except TypeError as err:
+            raise NotApplicable(str(err)) from err
+
+    def quality():
+        if not viz.is_image_shape(test.sample_shape):
+            raise NotApplicable("the data are not images")
+        network = features() if callable(features) else features
+        if network is None:
+            raise NotApplicable("no feature network")
+        return sample_quality(model, test, network, n=config.n_fid, seed=run.seed)
+
+    def representation():
+        if not _has_class_labels(train) or not _has_class_labels(test):
+            raise NotApplicable("needs one integer class label per sample")
+        probe_train = train if len(train) <= PROBE_TRAIN_SIZE else \
+            train.subset(slice(0, PROBE_TRAIN_SIZE))
+        return representation_report(model, probe_train, test)
+
+    def disentanglement():
+        if run.dataset != "dsprites":
+            raise NotApplicable("needs the ground-truth factors of dsprites")
+        return disentanglement_report(model, n=config.dsprites_n, seed=config.data_seed)
+
+    groups = {
+        "loss": lambda: evaluate(model, test),
+        "reconstruction": lambda: {"mse": reconstruction_mse(model, test)},
+        "likelihood": likelihood,
+        "sample_quality": quality,
+        "representation": representation,
+        "disentanglement": disentanglement,
+    }
+    metrics: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for name, compute in groups.items():
+        if not config.wants(name):
+            continue
+        try:
+            metrics[name] = compute()
+        except NotApplicable as reason:
+            skipped[name] = str(reason)
+        except Exception as err:
+            errors[name] = f"{type(err).__name__}: {err}"
+    return metrics, errors, skipped
+
+
+def _has_class_labels(data) -> bool:
+    labels = data.labels
+    if labels is None:
+        return False
+    labels = torch.as_tensor(labels)
+    return (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)) and \
+        not labels.is_floating_point()
+
+
+# --------------------------------------------------------------------------------------------
+# the images the report's figures are made of
+# --------------------------------------------------------------------------------------------
+
+
+def _save_figure_tensors(model: Any, test, run: Run, folder: Path) -> dict[str, Any]:
+    """Save reconstructions of fixed test images, samples and a latent traversal as uint8
+    in ``figures.safetensors``; returns what was saved or why not."""
+    from vaebench import viz
+    from vaebench.evaluation import evaluating
+    from vaebench.serialization import save_tensors
+
+    if not viz.is_image_shape(test.sample_shape):
+        return {"skipped": "the data are not images"}
+    notes: dict[str, Any] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    index = torch.linspace(0, len(test) - 1, min(N_RECONSTRUCTIONS, len(test))).long()
+    x = test.take(index).to(model.device)
+    tensors["originals"] = x
+    parts = {
+        "reconstructions": lambda: model.reconstruct(x),
+        "samples": lambda: model.generate(N_SAMPLES),
+    }
+    for name, make in parts.items():
+        try:
+            with evaluating(model, run.seed):
+                tensors[name] = make()
+        except Exception as err:
+            notes[name] = f"{type(err).__name__}: {err}"
+    try:
+        images, info = latent_traversal(model, x[:1], test)
+        tensors["traversal"] = images
+        notes["traversal"] = info
+    except NotApplicable as reason:
+        notes["traversal"] = f"skipped: {reason}"
+    except Exception as err:
+        notes["traversal"] = f"{type(err).__name__}: {err}"
+    save_tensors(folder / FIGURES_FILE, {k: _to_uint8(v) for k, v in tensors.items()})
+    notes["saved"] = sorted(tensors)
+    return notes
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def latent_traversal(model: Any, x: torch.Tensor, data, steps: int = TRAVERSAL_STEPS,
+                     max_dims: int = TRAVERSAL_MAX_DIMS) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Decode the code of image ``x`` (1 x C x H x W) with one latent dimension at a time
+    set to ``steps`` values: over [-3, 3] for models with a likelihood (a N(0, I)-like
+    posterior), else over the observed range of the codes of ``data``. Dimensions are
+    ordered by the variance of their codes over ``data`` (the most used first), at most
+    ``max_dims``. Returns images (dims x steps, C, H, W) and what was varied.
+    """
+    from vaebench.evaluation import evaluating
+    from vaebench.metrics import has_likelihood, latent_codes
+    from vaebench.models import QuantizedAutoencoder
+
+    if isinstance(model, QuantizedAutoencoder):
+        raise NotApplicable("the codes are quantized (codebook vectors), not a continuous space")
+    if len(model.latent_shape) != 1:
+        raise NotApplicable(f"the latent is a grid of shape {model.latent_shape}")
+    if getattr(model, "needs_labels", False):
+        raise NotApplicable("the model is conditioned on labels")
+    reference = data.subset(slice(0, min(len(data), 1000)))
+    codes = latent_codes(model, reference)
+    order = torch.argsort(codes.var(0), descending=True)[:max_dims]
+    gaussian = has_likelihood(model)
+    if gaussian:
+        low = torch.full((codes.shape[1],), -3.0)
+        high = torch.full((codes.shape[1],), 3.0)
+    else:
+        low, high = codes.min(0).values, codes.max(0).values
+    with evaluating(model):
+        z0 = model.encode(x).mean.reshape(1, -1)
+        rows = []
+        for dim in order.tolist():
+            z = z0.repeat(steps, 1)
+            z[:, dim] = torch.linspace(float(low[dim]), float(high[dim]), steps,
+                                       device=z.device)
+            rows.append(model.likelihood.mean(model.decode(z)))
+    info = {"dims": order.tolist(), "steps": steps,
+            "range": "[-3, 3]" if gaussian else "observed range of the test codes"}
+    return torch.cat(rows), info
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _traceback_summary(err: BaseException, frames: int = 4) -> str:
+    """The last few frames of the traceback and the error, as text."""
+    summary = traceback.extract_tb(err.__traceback__)[-frames:]
+    lines = traceback.format_list(summary)
+    lines += traceback.format_exception_only(type(err), err)
+    return "".join(lines).strip()
+
+
+def _short(error: str | None, limit: int = 200) -> str:
+    text = " ".join((error or "unknown error").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists, tensors and numpy scalars as numbers, non-finite
+    floats as None: what ``result.json`` can hold and compare after a round trip."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

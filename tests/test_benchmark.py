@@ -1,0 +1,354 @@
+import csv
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from vaebench.benchmark import (
+    BenchmarkConfig,
+    NotApplicable,
+    latent_traversal,
+    markdown_table,
+    render_report,
+    result_row,
+    run_benchmark,
+)
+from vaebench.benchmark import runner as runner_module
+from vaebench.cli import main
+from vaebench.data import ArrayData
+from vaebench.models import create_model
+
+# Tiny budget: 300 digits (8 x 8), one epoch, 64 samples for FID, K=10 for log p(x).
+TINY = ["--dataset", "digits", "--epochs", "1", "--train-size", "300", "--latent-dim", "4",
+        "--likelihood", "bernoulli", "--n-fid", "64", "--iwae-k", "10"]
+
+
+def _results(folder):
+    return {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
+            for p in sorted(folder.glob("runs/*/*/seed*/result.json"))}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """vae and ae on digits, 2 seeds each, through the command line (shared, read-only)."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    torch.set_num_threads(1)
+    code = main(["benchmark", "--models", "vae,ae", "--seeds", "2", *TINY,
+                 "--output", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def bench_copy(bench, tmp_path):
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    return copy
+
+
+def test_benchmark_writes_runs_tables_and_figures(bench):
+    results = _results(bench)
+    assert sorted(results) == [("ae", "seed0"), ("ae", "seed1"), ("vae", "seed0"),
+                               ("vae", "seed1")]
+    for result in results.values():
+        assert result["status"] == "ok" and result["error"] is None
+        assert result["config"]["epochs"] == 1 and result["n_train"] == 300
+        assert result["metric_errors"] == {}
+        assert math.isfinite(result["metrics"]["sample_quality"]["fid"])
+        assert result["metrics"]["sample_quality"]["n"] == 64
+        assert result["metrics"]["sample_quality"]["features"] == "classifier-digits-v1"
+        assert 0 <= result["metrics"]["representation"]["linear_probe"] <= 1
+        assert result["not_applicable"]["disentanglement"]
+    # a likelihood for the VAE only; the K=10 estimate is at least the ELBO (up to noise)
+    vae = results[("vae", "seed0")]["metrics"]["likelihood"]
+    assert vae["k"] == 10 and vae["log_likelihood"] >= vae["elbo"] - 0.5
+    assert "likelihood" not in results[("ae", "seed0")]["metrics"]
+    assert "deterministic" in results[("ae", "seed0")]["not_applicable"]["likelihood"]
+    # the seed matters: different weights, different figures
+    assert results[("vae", "seed0")]["metrics"]["reconstruction"]["mse"] != \
+        results[("vae", "seed1")]["metrics"]["reconstruction"]["mse"]
+
+    with (bench / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert {"dataset", "model", "seed", "status", "error", "seconds", "reconstruction.mse",
+            "likelihood.elbo", "sample_quality.fid", "config.epochs"} <= set(rows[0])
+    assert [r["model"] for r in rows] == ["vae", "vae", "ae", "ae"]  # configured order
+    assert rows[2]["likelihood.elbo"] == ""  # the AE has none
+    rows_json = json.loads((bench / "results.json").read_text())
+    assert len(rows_json) == 4 and rows_json[0]["config"]["model"] == "vae"
+
+    report = (bench / "report.md").read_text()
+    assert "## digits" in report and "| `vae` | 2/2 |" in report and "| `ae` | 2/2 |" in report
+    assert "±" in report and "classifier-digits-v1" in report and "test accuracy" in report
+    assert "torch" in report and "Total time" in report and "`epochs` 1" in report
+    # the better MSE mean is the bold one
+    mse = {m: sum(results[(m, s)]["metrics"]["reconstruction"]["mse"]
+                  for s in ("seed0", "seed1")) / 2 for m in ("vae", "ae")}
+    best = min(mse, key=mse.get)
+    table = {line.split("|")[1].strip(): line for line in report.splitlines()
+             if line.startswith("| `")}
+    header = next(line for line in report.splitlines() if line.startswith("| model"))
+    column = [c.strip() for c in header.split("|")].index("MSE/dim ↓")
+    assert table[f"`{best}`"].split("|")[column].strip().startswith("**")
+    other = ({"vae", "ae"} - {best}).pop()
+    assert not table[f"`{other}`"].split("|")[column].strip().startswith("**")
+    for name in ("reconstructions.png", "samples.png", "traversal_vae.png", "traversal_ae.png",
+                 "bar_reconstruction_mse.png", "bar_sample_quality_fid.png"):
+        assert (bench / "figures" / "digits" / name).is_file(), name
+        assert f"figures/digits/{name}" in report
+
+
+def test_resume_skips_finished_runs_and_redoes_deleted_ones(bench_copy, capsys):
+    before = _results(bench_copy)
+    stamps = {p: p.stat().st_mtime_ns for p in bench_copy.glob("runs/*/*/*/result.json")}
+    shutil.rmtree(bench_copy / "runs" / "digits" / "ae" / "seed1")
+    assert main(["benchmark", "--models", "vae,ae", "--seeds", "2", *TINY,
+                 "--output", str(bench_copy)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipping, done") == 3
+    assert re.search(r"\[4/4\] digits ae seed 1 \.\.\. done in [\d.]+ s \(eval loss", out)
+    for path, stamp in stamps.items():
+        if "ae/seed1" not in path.as_posix():
+            assert path.stat().st_mtime_ns == stamp  # not rewritten
+    after = _results(bench_copy)
+    # seeded: the redone run reproduces its figures exactly
+    assert after[("ae", "seed1")]["metrics"]["reconstruction"] == \
+        before[("ae", "seed1")]["metrics"]["reconstruction"]
+    assert len(list(csv.DictReader((bench_copy / "results.csv").open()))) == 4
+
+
+def test_changed_settings_and_failed_runs_are_run_again(bench_copy, monkeypatch, capsys):
+    calls = []
+
+    def fake_run_one(config, run, context=None):
+        calls.append((run.model, run.seed))
+        return {"dataset": run.key, "model": run.model, "seed": run.seed, "status": "ok",
+                "seconds": 0.0, "metrics": {}, "metric_errors": {}, "error": None}
+
+    monkeypatch.setattr(runner_module, "run_one", fake_run_one)
+    base = dict(models=["vae", "ae"], datasets=["digits"], seeds=2, epochs=1, train_size=300,
+                latent_dim=4, likelihood="bernoulli", n_fid=64, iwae_k=10,
+                output=str(bench_copy))
+    run_benchmark(BenchmarkConfig(**base), report=False)
+    assert calls == []  # everything done with these settings
+    run_benchmark(BenchmarkConfig(**{**base, "epochs": 2}), report=False)
+    assert len(calls) == 4 and "settings changed" in capsys.readouterr().out
+    # a failed run is skipped unless retry_failed
+    path = bench_copy / "runs" / "digits" / "vae" / "seed0" / "result.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "status": "failed", "error": "boom"}))
+    calls.clear()
+    run_benchmark(BenchmarkConfig(**base), report=False)
+    assert calls == [] and "failed before (boom)" in capsys.readouterr().out
+    run_benchmark(BenchmarkConfig(**base), retry_failed=True, report=False)
+    assert calls == [("vae", 0)]
+
+
+def test_a_failing_model_is_reported_and_the_others_complete(tmp_path, capsys):
+    settings = tmp_path / "bench.json"
+    settings.write_text(json.dumps({
+        "models": ["vae", "ae"], "datasets": ["digits"], "seeds": 1, "epochs": 1,
+        "train_size": 200, "metrics": ["loss", "reconstruction"],
+        # sigma = 1e-30: 1 / sigma^2 overflows, the loss becomes NaN in the first epoch
+        "model_options": {"vae": {"sigma": 1e-30}}}))
+    out = tmp_path / "out"
+    assert main(["benchmark", "--config", str(settings), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] digits vae seed 0 ... FAILED" in printed and "FloatingPointError" in printed
+    results = _results(out)
+    failed, ok = results[("vae", "seed0")], results[("ae", "seed0")]
+    assert failed["status"] == "failed" and failed["error"].startswith("FloatingPointError")
+    assert "trainer.py" in failed["traceback"] and failed["config"]["model_options"] == {
+        "sigma": 1e-30}
+    assert ok["status"] == "ok" and set(ok["metrics"]) == {"loss", "reconstruction"}
+    report = (out / "report.md").read_text()
+    assert "**Failed runs**" in report and "- `vae` seed 0: FloatingPointError" in report
+    assert "| `vae` | 0/1 | failed |" in report
+    # not retried without --retry-failed
+    assert main(["benchmark", "--config", str(settings), "--output", str(out)]) == 0
+    assert "skipping, failed before" in capsys.readouterr().out
+
+
+def test_an_interrupted_benchmark_resumes(tmp_path, monkeypatch, capsys):
+    real_run_one = runner_module.run_one
+    calls = []
+
+    def interrupt_second(config, run, context=None):
+        calls.append(run.seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(config, run, context)
+
+    monkeypatch.setattr(runner_module, "run_one", interrupt_second)
+    args = ["benchmark", "--models", "ae", "--dataset", "digits", "--seeds", "2", "--epochs",
+            "1", "--train-size", "100", "--metrics", "loss", "--output", str(tmp_path)]
+    assert main(args) == 130
+    assert "interrupted in run 2 of 2" in capsys.readouterr().out
+    assert [p.parent.name for p in tmp_path.glob("runs/*/*/*/result.json")] == ["seed0"]
+    assert not (tmp_path / "report.md").exists()
+    monkeypatch.setattr(runner_module, "run_one", real_run_one)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] digits ae seed 0 ... skipping, done" in out
+    assert "[2/2] digits ae seed 1 ... done" in out
+
+
+def test_a_failing_metric_is_recorded_and_the_run_is_ok(tmp_path, monkeypatch):
+    import vaebench.metrics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("metric exploded")
+
+    monkeypatch.setattr(vaebench.metrics, "reconstruction_mse", broken)
+    config = BenchmarkConfig(models=["ae"], datasets=["digits"], seeds=1, epochs=1,
+                             train_size=200, metrics=["loss", "reconstruction"],
+                             output=str(tmp_path))
+    (result,) = run_benchmark(config)
+    assert result["status"] == "ok" and "loss" in result["metrics"]
+    assert result["metric_errors"] == {"reconstruction": "RuntimeError: metric exploded"}
+    assert "reconstruction: RuntimeError: metric exploded" in (tmp_path / "report.md").read_text()
+
+
+def _synthetic(model, seed, status="ok", **metrics):
+    groups = {}
+    for key, value in metrics.items():
+        group, name = key.split("__")
+        groups.setdefault(group, {})[name] = value
+    return {"dataset": "toy", "model": model, "seed": seed, "status": status,
+            "error": None if status == "ok" else "ValueError: diverged", "seconds": 1.0,
+            "train_seconds": 0.5, "metrics": groups if status == "ok" else {},
+            "metric_errors": {}, "not_applicable": {}, "config": {"epochs": 3}}
+
+
+def test_report_formatting_marks_the_best_value_per_direction():
+    results = [
+        _synthetic("a", 0, reconstruction__mse=0.10, likelihood__elbo=-100.0),
+        _synthetic("a", 1, reconstruction__mse=0.12, likelihood__elbo=-102.0),
+        _synthetic("b", 0, reconstruction__mse=0.05, likelihood__elbo=-110.0),
+        _synthetic("b", 1, reconstruction__mse=0.07),  # its ELBO is missing: n=1
+        _synthetic("c", 0, status="failed"),
+    ]
+    rows = [result_row(r) for r in results]
+    table = markdown_table(rows, ["a", "b", "c"]).splitlines()
+    assert table[0] == ("| model | ok runs | MSE/dim ↓ | ELBO ↑ | train s |")
+    a, b, c = table[2:]
+    # MSE: lower is better -> b; ELBO: higher is better -> a
+    assert a == "| `a` | 2/2 | 0.1100 ± 0.0141 | **-101.0 ± 1.4** | 0.5000 ± 0.0000 |"
+    assert b == "| `b` | 2/2 | **0.0600 ± 0.0141** | -110.0 (n=1) | 0.5000 ± 0.0000 |"
+    assert c == "| `c` | 0/1 | failed | failed | failed |"
+    report = render_report(results, {"models": ["a", "b", "c"]}, generated="today")
+    assert report.startswith("# vaebench benchmark\n\nGenerated today from 5 runs (4 ok, 1 "
+                             "failed)")
+    assert "- `c` seed 0: ValueError: diverged" in report and "`epochs` 3" in report
+    # ties are all bold; a single model is not ranked
+    tie = [result_row(_synthetic(m, 0, reconstruction__mse=0.5)) for m in ("a", "b")]
+    assert markdown_table(tie).count("**0.5000**") == 2
+    assert "**" not in markdown_table(tie[:1])
+
+
+def test_config_validation_names_the_field(tmp_path, capsys):
+    def fails(field, **fields):
+        with pytest.raises(ValidationError) as info:
+            BenchmarkConfig(**{"models": ["vae"], **fields})
+        text = str(info.value)
+        assert field in text, text
+
+    fails("models", models=["nope"])
+    fails("models", models=[])
+    fails("seeds", seeds=0)
+    fails("seeds", seeds=[])
+    fails("datasets", datasets=["no_such_data.npy"])
+    fails("epochs", epochs=0)
+    fails("metrics", metrics=["fid"])
+    fails("features", features="vgg")
+    fails("model_options.vae", model_options={"vae": {"no_such_field": 1}})
+    fails("model_options", model_options={"beta_vae": {"beta": 4}})  # not benchmarked
+    fails("sigma", likelihood="bernoulli", sigma="optimal")
+    assert BenchmarkConfig(models="vae, ae", seeds=[3, 5]).seed_list == [3, 5]
+    assert main(["benchmark", "--models", "vae,nope", "--output", str(tmp_path)]) == 2
+    assert "models" in capsys.readouterr().err
+    assert main(["benchmark", "--models", "vae", "--seeds", "0", "--output",
+                 str(tmp_path)]) == 2
+    assert "seeds" in capsys.readouterr().err
+
+
+def test_json_config_round_trip_and_overrides(tmp_path):
+    config = BenchmarkConfig(models=["vae", "beta_vae"], datasets=["digits"], seeds=[0, 4],
+                             epochs=2, model_options={"beta_vae": {"beta": 4}},
+                             metrics=["reconstruction", "loss"], output=str(tmp_path / "b"))
+    path = config.save(tmp_path / "bench.json")
+    again = BenchmarkConfig.from_file(path)
+    assert again == config and again.metrics == ["loss", "reconstruction"]  # canonical order
+    changed = BenchmarkConfig.from_file(path, epochs=5, seeds=None,
+                                        model_options={"beta_vae": {"latent_dim": 3}})
+    assert changed.epochs == 5 and changed.seeds == [0, 4]
+    assert changed.model_options == {"beta_vae": {"beta": 4, "latent_dim": 3}}
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="mapping"):
+        BenchmarkConfig.from_file(tmp_path / "bad.json")
+    yaml_file = tmp_path / "bench.yaml"
+    yaml_file.write_text("models: [vae]\nepochs: 3\n")
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="PyYAML"):
+            BenchmarkConfig.from_file(yaml_file)
+    else:
+        assert BenchmarkConfig.from_file(yaml_file).epochs == 3
+
+
+def test_report_only_regenerates_without_training(bench_copy, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("--report-only must not train")
+
+    monkeypatch.setattr(runner_module, "run_one", no_training)
+    for name in ("report.md", "results.csv", "results.json"):
+        (bench_copy / name).unlink()
+    shutil.rmtree(bench_copy / "figures")
+    assert main(["benchmark", "--report-only", "--output", str(bench_copy)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    report = (bench_copy / "report.md").read_text()
+    assert "| `vae` | 2/2 |" in report and (bench_copy / "figures/digits/samples.png").is_file()
+    assert len(json.loads((bench_copy / "results.json").read_text())) == 4
+    assert main(["benchmark", "--report-only", "--output", str(bench_copy / "empty")]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+def test_latent_traversal():
+    data = ArrayData(torch.rand(50, 1, 8, 8))
+    vae = create_model("vae", input_dim=(1, 8, 8), latent_dim=3)
+    images, info = latent_traversal(vae, data.take(slice(0, 1)), data, steps=5)
+    assert images.shape == (15, 1, 8, 8) and sorted(info["dims"]) == [0, 1, 2]
+    assert info["range"] == "[-3, 3]"
+    ae = create_model("ae", input_dim=(1, 8, 8), latent_dim=2)
+    assert latent_traversal(ae, data.take(slice(0, 1)), data)[1]["range"].startswith("observed")
+    vq = create_model("vqvae", input_dim=(1, 8, 8), latent_dim=2)
+    with pytest.raises(NotApplicable, match="quantized"):
+        latent_traversal(vq, data.take(slice(0, 1)), data)
+
+
+def test_reference_features_are_computed_once():
+    from vaebench.benchmark.runner import CachingFeatures
+
+    class Counting:
+        name, dim, calls = "counting", 2, 0
+
+        def __call__(self, images):
+            self.calls += 1
+            return torch.zeros(len(images), 2)
+
+    network = Counting()
+    features = CachingFeatures(network)
+    reference = ArrayData(torch.rand(10, 1, 8, 8))
+    for _ in range(3):
+        assert features(reference).shape == (10, 2)
+    assert network.calls == 1 and features.hits == 2
+    features(ArrayData(reference.x + 0.5))  # other pixels, computed
+    features(torch.rand(4, 1, 8, 8))  # generated images: never remembered
+    features(torch.rand(4, 1, 8, 8))
+    assert network.calls == 4
