@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from references import bernoulli_nll, reference_posterior
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vaebench import Trainer, TrainerConfig, create_model, load_model
@@ -26,14 +27,6 @@ def digits():
     return load_dataset("digits", "train")[0], load_dataset("digits", "test")[0]
 
 
-def _reference_q(model, x):
-    mean, log_var = model.encoder(x).chunk(2, dim=1)
-    return Independent(Normal(mean, torch.exp(0.5 * log_var)), 1)
-
-
-def _bernoulli_nll(logits, x):
-    return torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, x, reduction="none").flatten(1).sum(1)
 
 
 def test_beta_vae_loss_is_recon_plus_beta_kl():
@@ -43,9 +36,9 @@ def test_beta_vae_loss_is_recon_plus_beta_kl():
     torch.manual_seed(2)
     out = model(x)
     torch.manual_seed(2)
-    q = _reference_q(model, x)
+    q = reference_posterior(model, x)
     z = q.rsample()
-    recon = _bernoulli_nll(model.decoder(z), x)
+    recon = bernoulli_nll(model.decoder(z), x)
     kl = kl_divergence(q, Independent(Normal(torch.zeros(3), torch.ones(3)), 1))
     torch.testing.assert_close(out.terms["kl"], kl)
     torch.testing.assert_close(out.terms["recon"], recon)
@@ -63,7 +56,7 @@ def test_disentangled_beta_vae_capacity_term():
         torch.manual_seed(4)
         out = model(x)
         torch.manual_seed(4)
-        q = _reference_q(model, x)
+        q = reference_posterior(model, x)
         z = q.rsample()
         recon = 0.5 * ((model.decoder(z) - x) ** 2).flatten(1).sum(1) + 32 * math.log(2 * math.pi)
         kl = kl_divergence(q, Independent(Normal(torch.zeros(3), torch.ones(3)), 1))
@@ -80,7 +73,7 @@ def test_tc_decomposition_sums_to_the_monte_carlo_kl(estimator):
     torch.manual_seed(5)
     out = model(x)
     torch.manual_seed(5)
-    q = _reference_q(model, x)
+    q = reference_posterior(model, x)
     z = q.rsample()
     mc_kl = q.log_prob(z) - Independent(Normal(torch.zeros(4), torch.ones(4)), 1).log_prob(z)
     terms = out.terms
