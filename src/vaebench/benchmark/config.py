@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vaebench.config import LikelihoodOptions
 
@@ -120,38 +120,6 @@ class BenchmarkConfig(LikelihoodOptions):
         if any(seed < 0 for seed in value):
             raise ValueError(f"seeds must be non-negative, got {value}")
         return _unique(value, "seed")
-
-    @field_validator("likelihood")
-    @classmethod
-    def _known_likelihood(cls, value: str) -> str:
-        from vaebench.likelihoods import list_likelihoods
-
-        if value not in list_likelihoods():
-            raise ValueError(f"unknown likelihood {value!r}; known: "
-                             f"{', '.join(list_likelihoods())}")
-        return value
-
-    @field_validator("sigma")
-    @classmethod
-    def _valid_sigma(cls, value: float | str, info: ValidationInfo) -> float | str:
-        from vaebench.likelihoods import check_sigma, normalize_sigma
-
-        value = normalize_sigma(value)
-        if "likelihood" in info.data:
-            check_sigma(info.data["likelihood"], value)
-        return value
-
-    @field_validator("sigma_per")
-    @classmethod
-    def _valid_sigma_per(cls, value: str, info: ValidationInfo) -> str:
-        from vaebench.likelihoods import SIGMA_PER, check_sigma_per
-
-        if value not in SIGMA_PER:
-            raise ValueError(f"sigma_per must be one of {', '.join(map(repr, SIGMA_PER))}, "
-                             f"got {value!r}")
-        if "likelihood" in info.data and "sigma" in info.data:
-            check_sigma_per(info.data["likelihood"], info.data["sigma"], value)
-        return value
 
     @field_validator("metrics")
     @classmethod
