@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use only the first N training samples (quick runs); for "
                             f"dsprites, generate N (default {DSPRITES_TRAIN_SIZE}) and N/4 "
                             "for the test split")
-    train.add_argument("--latent-dim", type=int, default=16)
+    train.add_argument("--latent-dim", type=int, default=16, help="size of the latent code")
     train.add_argument("--encoder", default=None,
-                       help="mlp, conv, spatial, or package.module:Class (default: the "
-                            "model's own, mlp for most, spatial for the VQ family)")
+                       help="mlp, conv, spatial, or package.module:Class; None: the model's "
+                            "own (mlp for most, spatial for the VQ family)")
     train.add_argument("--decoder", default=None,
                        help="mlp, conv, spatial, or package.module:Class (as --encoder)")
     train.add_argument("--likelihood", default="gaussian", choices=list_likelihoods(),
@@ -69,14 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="importance samples of the test log-likelihood estimate")
     train.add_argument("--option", action="append", type=_parse_option, default=[],
                        metavar="KEY=VALUE", help="any other model config field (JSON value)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=int, default=10, help="passes over the training data")
+    train.add_argument("--batch-size", type=int, default=64, help="samples per step")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    train.add_argument("--scheduler", default="none", choices=SCHEDULERS)
+    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer")
+    train.add_argument("--scheduler", default="none", choices=SCHEDULERS,
+                       help="learning-rate schedule")
     train.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
-    train.add_argument("--checkpoint-every", type=int, default=None, metavar="K")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                       help="save a resumable checkpoint every K epochs (and at the end)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds initialization, shuffling and sampling")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     train.add_argument("--output", required=True, help="folder for the report")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
