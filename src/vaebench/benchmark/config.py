@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from vaebench.config import LikelihoodOptions
+from vaebench.training.config import check_device
 
 #: Metric groups a run can compute, in the order they are computed and reported.
 METRICS = ("loss", "reconstruction", "likelihood", "sample_quality", "representation",
@@ -144,10 +145,7 @@ class BenchmarkConfig(LikelihoodOptions):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
-                             f"got {value!r}")
-        return value
+        return check_device(value)
 
     @model_validator(mode="after")
     def _valid_model_options(self) -> BenchmarkConfig:

@@ -12,6 +12,13 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau", "onecycle")
 
 
+def check_device(value: str) -> str:
+    """A device name the trainer understands: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+    return value
+
+
 class TrainerConfig(Config):
     """How to train: budget, optimizer, schedule, seed, device and what to save."""
 
@@ -49,7 +56,4 @@ class TrainerConfig(Config):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ValueError(
-                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
-        return value
+        return check_device(value)
