@@ -204,7 +204,7 @@ def test_a_failing_metric_is_recorded_and_the_run_is_ok(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("metric exploded")
 
-    monkeypatch.setattr(vaebench.metrics, "reconstruction_mse", broken)
+    monkeypatch.setattr(vaebench.metrics, "reconstruction_error", broken)
     config = BenchmarkConfig(models=["ae"], datasets=["digits"], seeds=1, epochs=1,
                              train_size=200, metrics=["loss", "reconstruction"],
                              output=str(tmp_path))

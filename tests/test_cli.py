@@ -22,6 +22,7 @@ def test_train_writes_report_and_loss_improves(tmp_path, capsys):
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_recon_loss"]
                                                  + metrics["eval_terms"]["kl"], rel=1e-6)
     assert 0 < metrics["eval_mse_per_dim"] < 0.2
+    assert metrics["eval_sse_per_sample"] == pytest.approx(64 * metrics["eval_mse_per_dim"])
     # honest likelihood figures: the K=100 bound is at least the ELBO (up to noise)
     assert metrics["test_log_likelihood_k100"] >= metrics["test_elbo"] - 0.5
     assert metrics["test_elbo"] == pytest.approx(-metrics["eval_loss"], rel=0.05)

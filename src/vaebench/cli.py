@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.likelihoods import list_likelihoods
-from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_mse
+from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_error
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
@@ -201,7 +201,7 @@ def train_command(args: argparse.Namespace) -> int:
     model.save(output / "model")  # the returned (best) weights, with any fitted prior
     model.eval()
     scores = evaluate(model, test)
-    mse = reconstruction_mse(model, test)
+    error = reconstruction_error(model, test)
     x = test.take(torch.linspace(0, len(test) - 1, 32).long()).to(model.device)
     recon = model.reconstruct(x)
     metrics = {
@@ -213,7 +213,8 @@ def train_command(args: argparse.Namespace) -> int:
         "eval_loss": scores["loss"],
         "eval_recon_loss": scores["recon"],
         "eval_terms": {k: v for k, v in scores.items() if k != "loss"},
-        "eval_mse_per_dim": mse,
+        "eval_sse_per_sample": error["sse"],
+        "eval_mse_per_dim": error["mse"],
         "best_epoch": trainer.best_epoch,
         "train_seconds": seconds,
         "device": str(trainer.device),
@@ -231,7 +232,7 @@ def train_command(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         viz.save_image_grid(model.generate(64), output / "samples.png")
     print(f"eval loss {scores['loss']:.2f} nats, recon {scores['recon']:.2f} nats, "
-          f"MSE/dim {mse:.4f}; report in {output}")
+          f"SSE/sample {error['sse']:.2f}, MSE/dim {error['mse']:.4f}; report in {output}")
     return 0
 
 

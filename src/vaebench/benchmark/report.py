@@ -46,6 +46,7 @@ class Column:
 #: The columns of the tables, in order; a column is shown when some run has a value.
 COLUMNS = (
     Column("loss.loss", "test loss", LOWER),
+    Column("reconstruction.sse", "SSE/sample", LOWER),
     Column("reconstruction.mse", "MSE/dim", LOWER),
     Column("likelihood.elbo", "ELBO", HIGHER),
     Column("likelihood.log_likelihood", "log p(x)", HIGHER),

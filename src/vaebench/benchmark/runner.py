@@ -391,7 +391,7 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
         disentanglement_report,
         has_likelihood,
         likelihood_report,
-        reconstruction_mse,
+        reconstruction_error,
         representation_report,
         sample_quality,
     )
@@ -427,7 +427,7 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
 
     groups = {
         "loss": lambda: evaluate(model, test),
-        "reconstruction": lambda: {"mse": reconstruction_mse(model, test)},
+        "reconstruction": lambda: reconstruction_error(model, test),
         "likelihood": likelihood,
         "sample_quality": quality,
         "representation": representation,

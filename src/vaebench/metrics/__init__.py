@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from vaebench.data import as_data
-from vaebench.evaluation import evaluating
 from vaebench.metrics.disentanglement import (
     dci,
     dci_from_importance,
@@ -24,6 +18,7 @@ from vaebench.metrics.likelihood import (
     likelihood_report,
     log_likelihood,
 )
+from vaebench.metrics.reconstruction import reconstruction_error, reconstruction_mse
 from vaebench.metrics.representation import (
     knn_accuracy,
     latent_codes,
@@ -38,19 +33,8 @@ from vaebench.metrics.sample_quality import (
     sample_quality,
 )
 
-
-def reconstruction_mse(model: Any, data: Any, batch_size: int = 512) -> float:
-    """Mean squared error per dimension between x and its reconstruction (posterior mean)."""
-    data = as_data(data, name="data")
-    total = torch.zeros((), dtype=torch.float64)
-    with evaluating(model):
-        for x in data.batches(batch_size, device=model.device):
-            total += ((model.reconstruct(x) - x) ** 2).sum().double().cpu()
-    return float(total) / (len(data) * data.x[0].numel())
-
-
 __all__ = ["elbo", "has_likelihood", "likelihood_report", "log_likelihood",
-           "reconstruction_mse"]
+           "reconstruction_error", "reconstruction_mse"]
 __all__ += ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures",
             "feature_frechet_distance", "frechet_distance", "gaussian_stats", "knn_accuracy",
             "latent_codes", "linear_probe_accuracy", "precision_recall",
