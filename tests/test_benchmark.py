@@ -60,7 +60,7 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
         assert result["metric_errors"] == {}
         assert math.isfinite(result["metrics"]["sample_quality"]["fid"])
         assert result["metrics"]["sample_quality"]["n"] == 64
-        assert result["metrics"]["sample_quality"]["features"] == "classifier-digits-v1"
+        assert result["metrics"]["sample_quality"]["features"] == "classifier-digits-v2"
         assert 0 <= result["metrics"]["representation"]["linear_probe"] <= 1
         assert result["not_applicable"]["disentanglement"]
     # a likelihood for the VAE only; the K=10 estimate is at least the ELBO (up to noise)
@@ -84,7 +84,7 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
 
     report = (bench / "report.md").read_text()
     assert "## digits" in report and "| `vae` | 2/2 |" in report and "| `ae` | 2/2 |" in report
-    assert "±" in report and "classifier-digits-v1" in report and "test accuracy" in report
+    assert "±" in report and "classifier-digits-v2" in report and "test accuracy" in report
     assert "torch" in report and "Total time" in report and "`epochs` 1" in report
     # the better MSE mean is the bold one
     mse = {m: sum(results[(m, s)]["metrics"]["reconstruction"]["mse"]

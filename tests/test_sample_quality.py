@@ -242,7 +242,7 @@ def test_classifier_accuracy_and_cache_round_trip(digits_classifier):
     clf, train_seconds = digits_classifier
     assert not clf.loaded_from_cache
     assert clf.test_accuracy > 0.9
-    assert clf.name == "classifier-digits-v1-seed7" and clf.dim == 128
+    assert clf.name == "classifier-digits-v2-seed7" and clf.dim == 128
     x_test, y_test = load_dataset("digits", "test")
     assert clf.accuracy(x_test, y_test) == clf.test_accuracy
     feats = clf(x_test)
@@ -329,3 +329,35 @@ def test_sample_quality_with_inception_names_the_network(inception):
     report = sample_quality(real[:4], real[4:], inception)
     assert report["features"] == "inception-v3-fid" and report["n"] == 4
     assert report["feature_dim"] == 2048 and report["fid"] > 0
+
+
+# --- classifiers of several factors -----------------------------------------------------------
+
+
+def test_dsprites_classifier_learns_every_factor_and_reports_each():
+    clf = ClassifierFeatures.for_dataset("dsprites", train_samples=4000, epochs=6)
+    per_factor = clf.meta["test_accuracies"]
+    assert len(per_factor) == 5
+    assert clf.test_accuracy == pytest.approx(sum(per_factor) / 5)
+    # chance: shape 1/3, scale 1/6, position 1/32 (10,000 test images: +/- 0.005)
+    assert per_factor[0] > 0.36 and per_factor[1] > 0.4 and min(per_factor[3:]) > 0.3
+    images, factors = load_dataset("dsprites", "test", n=300, seed=3)
+    chunks = [clf.accuracies(images[i:i + 100], factors[i:i + 100]) for i in (0, 100, 200)]
+    assert clf.accuracies(images, factors) == pytest.approx(  # batching changes nothing
+        [sum(chunk[k] for chunk in chunks) / 3 for k in range(5)])
+    assert clf(images).shape == (300, 128)
+
+
+def test_constant_label_columns_do_not_count_in_the_accuracy():
+    x_train, y_train = load_dataset("digits", "train")
+    x_test, y_test = load_dataset("digits", "test")
+    parity = lambda y: torch.stack([y, y % 2, torch.zeros_like(y)], 1)  # noqa: E731
+    clf = ClassifierFeatures("two", feature_dim=32).fit(x_train, parity(y_train),
+                                                        train_samples=10_000)
+    digit, odd, constant = clf.accuracies(x_test, parity(y_test))
+    assert constant == 1.0 and digit > 0.8 and odd > 0.8
+    assert clf.accuracy(x_test, parity(y_test)) == pytest.approx((digit + odd) / 2)
+    with pytest.raises(ValueError, match="predicts 3 label column"):
+        clf.accuracy(x_test, y_test)
+    with pytest.raises(ValueError, match="integer class indices"):
+        clf.fit(x_train, y_train.float() + 0.5)

@@ -108,3 +108,12 @@ def test_checks_name_the_problem(tmp_path):
         as_data({"x": 1})
     with pytest.raises(ValueError, match="neither a folder of images nor a .npy"):
         as_data(tmp_path / "missing.csv")
+
+
+def test_labels_must_be_whole_numbers():
+    x = torch.rand(4, 3)
+    assert as_data(x, np.array([0.0, 1.0, 2.0, 1.0])).labels.tolist() == [0, 1, 2, 1]
+    for bad, problem in (([0.0, 1.5, 2.0, 1.0], "1.5"), ([0.0, np.nan, 1.0, 1.0], "nan"),
+                         (["a", "b", "c", "d"], "<U1")):
+        with pytest.raises(ValueError, match=f"labels must be integer class indices.*{problem}"):
+            as_data(x, np.array(bad), name="mine")

@@ -246,7 +246,7 @@ class _Context:
         device = resolve_device(self.config.device)
         if self.config.features == "inception":
             return CachingFeatures(InceptionFeatures(device=device))
-        if dataset not in DATASETS or dataset == "dsprites":
+        if dataset not in DATASETS:
             raise NotApplicable(f"no class labels to train the feature classifier on for "
                                 f"{dataset_key(dataset)}; use features='inception'")
         return CachingFeatures(ClassifierFeatures.for_dataset(dataset, device=device))

@@ -175,6 +175,17 @@ def load_image_folder(folder: str | Path, name: str | None = None) -> ArrayData:
     return ArrayData(_to_float(stacked), labels, name or str(folder))
 
 
+def _integer_labels(labels: Any, name: str) -> torch.Tensor:
+    """Labels as int64; float labels must hold whole numbers (no silent truncation)."""
+    array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: labels must be integer class indices, got {array.dtype}")
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"{name}: labels must be integer class indices, got non-integer "
+                         f"or non-finite values such as {array[array != np.round(array)][0]}")
+    return torch.as_tensor(array).long()
+
+
 def as_data(data: Any, labels: Any = None, name: str = "data") -> ArrayData:
     """Wrap user data for training and evaluation.
 
@@ -186,7 +197,7 @@ def as_data(data: Any, labels: Any = None, name: str = "data") -> ArrayData:
         return data
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         data, labels = data
-    y = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
+    y = None if labels is None else _integer_labels(labels, name)
     if isinstance(data, torch.Tensor):
         x = data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
         return ArrayData(x, y, name)
