@@ -352,3 +352,45 @@ def test_reference_features_are_computed_once():
     features(torch.rand(4, 1, 8, 8))  # generated images: never remembered
     features(torch.rand(4, 1, 8, 8))
     assert network.calls == 4
+
+
+def test_dsprites_run_scores_disentanglement_and_sample_quality(tmp_path, monkeypatch):
+    from vaebench.metrics import ClassifierFeatures
+
+    small = ClassifierFeatures.for_dataset.__func__
+
+    def quick(cls, dataset, **options):  # the default classifier trains for two minutes
+        return small(cls, dataset, train_samples=1000, epochs=1, **options)
+
+    monkeypatch.setattr(ClassifierFeatures, "for_dataset", classmethod(quick))
+    config = BenchmarkConfig(models=["vae"], datasets=["dsprites"], seeds=1, epochs=1,
+                             train_size=300, latent_dim=4, likelihood="bernoulli",
+                             metrics=["sample_quality", "disentanglement"], n_fid=64,
+                             dsprites_n=400, output=str(tmp_path))
+    (result,) = run_benchmark(config)
+    assert result["status"] == "ok" and result["metric_errors"] == {}
+    quality = result["metrics"]["sample_quality"]
+    assert quality["features"] == "classifier-dsprites-v2" and math.isfinite(quality["fid"])
+    scores = result["metrics"]["disentanglement"]
+    assert scores["n_train"] == 400 and scores["latent_dim"] == 4
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+                "sap", "factor_vae_score"):
+        assert 0.0 <= scores[key] <= 1.0, key
+    report = (tmp_path / "report.md").read_text()
+    assert "MIG" in report and "classifier-dsprites-v2" in report
+
+
+def test_a_conditional_model_is_not_probed_for_the_label_it_was_given():
+    from vaebench.benchmark import evaluate_run
+    from vaebench.benchmark.runner import Run
+
+    torch.manual_seed(0)
+    train = ArrayData(torch.rand(40, 1, 8, 8), torch.arange(40) % 4)
+    test = ArrayData(torch.rand(20, 1, 8, 8), torch.arange(20) % 4)
+    model = create_model("cvae", input_dim=(1, 8, 8), latent_dim=2, num_classes=4)
+    config = BenchmarkConfig(models=["cvae"], datasets=["digits"], seeds=1,
+                             metrics=["reconstruction", "representation"])
+    metrics, errors, skipped = evaluate_run(config, Run("digits", "cvae", 0), model, train,
+                                            test)
+    assert errors == {} and "reconstruction" in metrics
+    assert "the encoder is given the label" in skipped["representation"]

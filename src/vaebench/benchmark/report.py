@@ -263,6 +263,13 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
     return "\n".join(lines)
 
 
+def _model_list(names: list[str], models: set[str]) -> str:
+    """``names`` as code spans, or "every model" when they are all of several ``models``."""
+    if len(models) > 1 and set(names) == models:
+        return "every model"
+    return ", ".join(f"`{name}`" for name in names)
+
+
 def _one_line(text: Any, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -414,8 +421,9 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
                 names = skipped.setdefault(("latent traversal", reason), [])
                 names.append(r["model"])
         if skipped:
+            models = {r["model"] for r in source}
             lines += ["Not applicable: " + "; ".join(
-                f"{group} for {', '.join(f'`{m}`' for m in names)} ({reason})"
+                f"{group} for {_model_list(names, models)} ({reason})"
                 for (group, reason), names in skipped.items()), ""]
         links = (figures or {}).get(dataset, [])
         bars = [(title, path) for title, path in links if title.startswith("bar chart")]

@@ -416,6 +416,9 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
     def representation():
         if not _has_class_labels(train) or not _has_class_labels(test):
             raise NotApplicable("needs one integer class label per sample")
+        if getattr(model, "needs_labels", False):
+            raise NotApplicable("the encoder is given the label: a probe of its codes would "
+                                "measure that, not the representation")
         probe_train = train if len(train) <= PROBE_TRAIN_SIZE else \
             train.subset(slice(0, PROBE_TRAIN_SIZE))
         return representation_report(model, probe_train, test)
