@@ -335,7 +335,7 @@ def test_sample_quality_with_inception_names_the_network(inception):
 
 
 def test_dsprites_classifier_learns_every_factor_and_reports_each():
-    clf = ClassifierFeatures.for_dataset("dsprites", train_samples=4000, epochs=6)
+    clf = ClassifierFeatures.for_dataset("dsprites", train_samples=2000, epochs=6)
     per_factor = clf.meta["test_accuracies"]
     assert len(per_factor) == 5
     assert clf.test_accuracy == pytest.approx(sum(per_factor) / 5)
