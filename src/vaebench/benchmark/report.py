@@ -587,10 +587,10 @@ def _image_rows(rows: list[tuple[str, Any]], title: str, path: Path, ncol: int) 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig.suptitle(title, fontsize=10, y=1.0, va="bottom")  # above the bands: saved "tight"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # long model names fit
     plt.close(fig)
 
 
