@@ -1,5 +1,6 @@
 """Reconstruction error: per-sample sums, per-dimension means, batch-size invariance."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,3 +49,10 @@ def test_perfect_reconstruction_scores_zero():
 
     out = reconstruction_error(Identity(), torch.rand(10, 4))
     assert out == {"sse": 0.0, "sse_std": 0.0, "mse": 0.0}
+
+
+def test_a_memory_mapped_npy_file_gives_the_same_error(model_and_data, tmp_path):
+    model, x = model_and_data
+    np.save(tmp_path / "x.npy", x.numpy())
+    assert reconstruction_error(model, tmp_path / "x.npy") == pytest.approx(
+        reconstruction_error(model, x))

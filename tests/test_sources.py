@@ -114,6 +114,7 @@ def test_labels_must_be_whole_numbers():
     x = torch.rand(4, 3)
     assert as_data(x, np.array([0.0, 1.0, 2.0, 1.0])).labels.tolist() == [0, 1, 2, 1]
     for bad, problem in (([0.0, 1.5, 2.0, 1.0], "1.5"), ([0.0, np.nan, 1.0, 1.0], "nan"),
+                         ([0.0, np.inf, 1.0, 1.0], "inf"),
                          (["a", "b", "c", "d"], "<U1")):
         with pytest.raises(ValueError, match=f"labels must be integer class indices.*{problem}"):
             as_data(x, np.array(bad), name="mine")

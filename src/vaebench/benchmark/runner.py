@@ -209,31 +209,16 @@ class _Context:
 
     def data(self, dataset: str):
         """(train, test) of ``dataset``, loaded as ``vaebench train`` loads it (once)."""
-        if dataset not in self._data:
-            from vaebench.data import load_train_test
+        from vaebench.data import load_train_test
 
-            cfg = self.config
-            try:
-                self._data[dataset] = load_train_test(dataset, train_size=cfg.train_size,
-                                                seed=cfg.data_seed, data_root=cfg.data_root)
-            except Exception as err:  # every run of this dataset fails with the same error
-                self._data[dataset] = err
-        value = self._data[dataset]
-        if isinstance(value, Exception):
-            raise value
-        return value
+        cfg = self.config
+        return _once(self._data, dataset, lambda: load_train_test(
+            dataset, train_size=cfg.train_size, seed=cfg.data_seed, data_root=cfg.data_root))
 
     def features(self, dataset: str, sample_shape: tuple[int, ...]):
         """The feature network of the sample-quality metrics for ``dataset`` (once)."""
-        if dataset not in self._features:
-            try:
-                self._features[dataset] = self._build_features(dataset, sample_shape)
-            except Exception as err:  # NotApplicable or a real error: the same for every run
-                self._features[dataset] = err
-        value = self._features[dataset]
-        if isinstance(value, Exception):
-            raise value
-        return value
+        return _once(self._features, dataset,
+                     lambda: self._build_features(dataset, sample_shape))
 
     def _build_features(self, dataset: str, sample_shape: tuple[int, ...]):
         from vaebench import viz
@@ -250,6 +235,20 @@ class _Context:
             raise NotApplicable(f"no class labels to train the feature classifier on for "
                                 f"{dataset_key(dataset)}; use features='inception'")
         return CachingFeatures(ClassifierFeatures.for_dataset(dataset, device=device))
+
+
+def _once(memo: dict[str, Any], key: str, build: Callable[[], Any]) -> Any:
+    """``memo[key]``, built on first use. A build that raises is remembered too and raised
+    again: every run of a dataset would fail the same way (missing data, NotApplicable)."""
+    if key not in memo:
+        try:
+            memo[key] = build()
+        except Exception as err:
+            memo[key] = err
+    value = memo[key]
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 class CachingFeatures:

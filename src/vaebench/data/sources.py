@@ -180,9 +180,11 @@ def _integer_labels(labels: Any, name: str) -> torch.Tensor:
     array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name}: labels must be integer class indices, got {array.dtype}")
-    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
-        raise ValueError(f"{name}: labels must be integer class indices, got non-integer "
-                         f"or non-finite values such as {array[array != np.round(array)][0]}")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            raise ValueError(f"{name}: labels must be integer class indices, got non-integer "
+                             f"or non-finite values such as {array[bad][0]}")
     return torch.as_tensor(array).long()
 
 

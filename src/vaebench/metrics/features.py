@@ -381,15 +381,13 @@ class ClassifierFeatures(FeatureExtractor):
         if y.shape[1] != len(self.network.n_classes):
             raise ValueError(f"{self.name} predicts {len(self.network.n_classes)} label "
                              f"column(s), got labels of shape {tuple(y.shape)}")
-        correct = torch.zeros(y.shape[1], dtype=torch.long)
+        correct = torch.zeros(y.shape[1], dtype=torch.long, device=self.device)
         with evaluating(self.network):
-            for start, x in zip(range(0, len(data), self.batch_size),
-                                data.batches(self.batch_size, device=self.device),
-                                strict=True):
-                target = y[start:start + len(x)]
+            for x, target in ArrayData(data.x, y, data.name).batches(
+                    self.batch_size, device=self.device, with_labels=True):
                 for column, logits in enumerate(self.network(x)):
-                    correct[column] += int((logits.argmax(1).cpu() == target[:, column]).sum())
-        return (correct.double() / max(len(data), 1)).tolist()
+                    correct[column] += (logits.argmax(1) == target[:, column]).sum()
+        return (correct.double().cpu() / max(len(data), 1)).tolist()
 
     # --- training -----------------------------------------------------------------------
     def fit(self, images: Any, labels: Any = None, *, epochs: int | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ def reconstruction_error(model: Any, data: Any, batch_size: int = 512) -> dict[s
             error = (model.reconstruct(x) - x).double() ** 2
             per_sample.append(error.flatten(1).sum(1).cpu())
     sse = torch.cat(per_sample)
-    dims = data.x[0].numel()
+    dims = math.prod(data.sample_shape)
     std = float(sse.std()) if len(sse) > 1 else 0.0
     return {"sse": float(sse.mean()), "sse_std": std, "mse": float(sse.mean()) / dims}
 
