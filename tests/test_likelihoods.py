@@ -187,17 +187,6 @@ def test_discretized_logistic_stable_in_the_tails_and_mean_within_half_a_level()
     assert (lik.mean(grid).view(-1) - exact).abs().max() <= 0.5 / 255 + 1e-9
 
 
-def test_discretized_logistic_warns_only_for_data_off_the_8_bit_levels():
-    import warnings
-
-    lik = build_likelihood("discretized_logistic", (1, 2, 2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        lik.prepare(ArrayData(torch.randint(0, 256, (50, 1, 2, 2)) / 255))
-    with pytest.warns(UserWarning, match="8-bit"):
-        lik.prepare(ArrayData(torch.randint(0, 17, (50, 1, 2, 2)) / 16))
-
-
 def test_discretized_logistic_sample_on_levels():
     lik = build_likelihood("discretized_logistic", (1, 2, 2))
     draws = lik.sample(torch.randn(10, 2, 2, 2))

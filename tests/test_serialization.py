@@ -61,7 +61,7 @@ def test_unimportable_network_gives_clear_error(tmp_path):
     payload["config"]["encoder"] = "no_such_module_xyz:Net"
     (tmp_path / "config.json").write_text(json.dumps(payload))
     with pytest.raises(ImportError, match="no_such_module_xyz"):
-        load_model(tmp_path)
+        load_model(tmp_path, trust_code=True)
 
 
 def test_truncated_weights(tmp_path):

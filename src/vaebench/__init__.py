@@ -14,9 +14,10 @@ from vaebench.models import (
     list_models,
     register_model,
 )
+from vaebench.nn import register_network
 from vaebench.serialization import load_model, save_model
 from vaebench.training import Trainer, TrainerConfig
 
 __all__ = ["AE", "AEConfig", "Autoencoder", "ModelConfig", "ModelOutput", "Trainer",
            "TrainerConfig", "VAE", "VAEConfig", "__version__", "create_model", "list_models",
-           "load_model", "register_model", "save_model"]
+           "load_model", "register_model", "register_network", "save_model"]

@@ -19,6 +19,7 @@ from vaebench.models import create_model, get_model_class, list_models
 from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
 from vaebench.training.config import OPTIMIZERS, SCHEDULERS
+from vaebench.training.trainer import latest_checkpoint
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -82,12 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seeds initialization, shuffling and sampling")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     train.add_argument("--output", required=True, help="folder for the report")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                       help="continue an interrupted run (same flags) from a checkpoint "
+                            "folder, or without a value from the latest checkpoint in --output")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in --output (else refused)")
+    _add_trust_flag(train)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("list-models", help="list the registered models",
                         description="List the registered models with one line each.")
     _add_benchmark_parser(commands)
     return parser
+
+
+def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow network classes named by import path (package.module:Class)"
+                             " to be imported and built; only for code and files you trust")
 
 
 def _seeds(text: str) -> int | list[int]:
@@ -161,6 +174,7 @@ def _add_benchmark_parser(commands: Any) -> None:
                        help="run again the runs that failed before")
     bench.add_argument("--report-only", action="store_true",
                        help="only regenerate the report, tables and figures from --output")
+    _add_trust_flag(bench)
 
 
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
@@ -179,6 +193,7 @@ def train_command(args: argparse.Namespace) -> int:
     from vaebench import viz
 
     output = Path(args.output)
+    resume_from = latest_checkpoint(output) if args.resume is True else args.resume
     train, test = _load_data(args)
     torch.manual_seed(args.seed)
     options = dict(args.option)
@@ -187,14 +202,15 @@ def train_command(args: argparse.Namespace) -> int:
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
         likelihood=args.likelihood, sigma=_sigma(args.sigma), sigma_per=args.sigma_per,
-        **options)
+        trust_code=args.trust_code, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
         seed=args.seed, device=args.device, output_dir=str(output),
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress))
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        overwrite=args.overwrite))
     start = time.perf_counter()
-    history = trainer.fit(train, test)
+    history = trainer.fit(train, test, resume_from=resume_from)
     seconds = time.perf_counter() - start
 
     model.fit_prior(train)
@@ -281,13 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ValidationError as err:
-        for problem in err.errors():
-            field = ".".join(str(part) for part in problem["loc"]) or err.title
-            print(f"vaebench: error: {field}: {problem['msg']}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"vaebench: error: {err}", file=sys.stderr)
-        return 2
+        problems = [f"{'.'.join(str(part) for part in p['loc']) or err.title}: {p['msg']}"
+                    for p in err.errors()]
+        return _fail("; ".join(problems))
+    except (ValueError, OSError, ImportError, FloatingPointError) as err:
+        return _fail(str(err) or type(err).__name__)
+
+
+def _fail(message: str) -> int:
+    """Print an expected failure as one line (no traceback); the exit code is 2."""
+    print(f"vaebench: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 
 class Config(BaseModel):
-    """Base of every config: unknown fields are errors, values are checked on assignment."""
+    """Base of every config: unknown fields are errors, values are checked on assignment, and
+    float fields refuse NaN and +/-inf."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -46,12 +47,19 @@ class LikelihoodOptions(Config):
                 check_sigma_per(value, info.data["sigma"], info.data["sigma_per"])
         return value
 
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _normalized_sigma(cls, value: Any) -> float | str:
+        """Normalized before the float | str check, so inf or NaN get normalize_sigma's error."""
+        from vaebench.likelihoods import normalize_sigma
+
+        return normalize_sigma(value)
+
     @field_validator("sigma")
     @classmethod
     def _valid_sigma(cls, value: float | str, info: ValidationInfo) -> float | str:
-        from vaebench.likelihoods import check_sigma, check_sigma_per, normalize_sigma
+        from vaebench.likelihoods import check_sigma, check_sigma_per
 
-        value = normalize_sigma(value)
         if "likelihood" in info.data:
             check_sigma(info.data["likelihood"], value)
             if "sigma_per" in info.data:  # assignment

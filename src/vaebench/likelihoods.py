@@ -20,7 +20,6 @@ name                       decoder output per sample          scale (``sigma``)
 from __future__ import annotations
 
 import math
-import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -41,6 +40,9 @@ SIGMA_PER = ("scalar", "channel", "pixel")
 #: data-variance scale), so that a scale cannot collapse to 0 on constant pixels.
 SIGMA_MIN = 1e-3
 _LOG_SIGMA_MIN = math.log(SIGMA_MIN)
+#: How far (in levels) a value may sit from a level k / (levels - 1) and still count as on it:
+#: float32 data k / 255 are within 2e-5 levels.
+LEVEL_TOLERANCE = 1e-3
 
 _LIKELIHOODS: dict[str, type[Likelihood]] = {}
 
@@ -62,6 +64,20 @@ def _soft_floor(log_scale: torch.Tensor, floor: float = _LOG_SIGMA_MIN) -> torch
     """``floor + softplus(log_scale - floor)``: equal to ``log_scale`` well above ``floor``,
     never below it, with a gradient everywhere (the "softclip" of Rybkin et al. 2021)."""
     return floor + F.softplus(log_scale - floor)
+
+
+def _first_off_level(block: torch.Tensor, levels: int,
+                     start: int) -> tuple[float, int] | None:
+    """The first value of ``block`` off the levels k / (levels - 1), and its sample index
+    (``start`` is the index of the block's first sample); None if every value is on them."""
+    rows = block.flatten(1)
+    scaled = rows * (levels - 1)
+    off = (scaled - scaled.round()).abs() > LEVEL_TOLERANCE
+    if not bool(off.any()):
+        return None
+    row = int(off.any(1).nonzero()[0])
+    column = int(off[row].nonzero()[0])
+    return float(rows[row, column]), start + row
 
 
 def _scale_shape(input_dim: tuple[int, ...], per: str) -> tuple[int, ...]:
@@ -153,6 +169,10 @@ class Likelihood(nn.Module):
     name: ClassVar[str]
     #: Which kinds of ``sigma`` this likelihood takes ("fixed" is a positive number).
     scale_modes: ClassVar[tuple[str, ...]] = ()
+    #: The interval [low, high] data must lie in; None: any finite real.
+    support: ClassVar[tuple[float, float] | None] = None
+    #: Data must lie on the levels k / (levels - 1) of [0, 1]; None: any value.
+    levels: ClassVar[int | None] = None
 
     def __init__(self, input_dim: tuple[int, ...]):
         super().__init__()
@@ -182,6 +202,33 @@ class Likelihood(nn.Module):
 
     def prepare(self, data: ArrayData) -> None:
         """Hook to compute data statistics once from the training set."""
+
+    @torch.no_grad()
+    def check_support(self, data: ArrayData, chunk: int = 8192) -> None:
+        """Raise a ValueError if ``data`` fall outside :attr:`support` (naming the range
+        found) or off the :attr:`levels` (naming the first such value and its sample).
+
+        Read ``chunk`` samples at a time, so memory-mapped data are never loaded whole.
+        """
+        if self.support is None and self.levels is None:
+            return
+        low, high = torch.tensor(math.inf), torch.tensor(-math.inf)
+        off_level = None
+        for start in range(0, len(data), chunk):
+            block = data.take(slice(start, start + chunk)).float()
+            low = torch.minimum(low, block.min().cpu())  # NaN propagates, and is refused
+            high = torch.maximum(high, block.max().cpu())
+            if off_level is None and self.levels is not None:
+                off_level = _first_off_level(block, self.levels, start)
+        if self.support is not None and not (self.support[0] <= low and high <= self.support[1]):
+            raise ValueError(f"likelihood {self.name!r} needs data in [{self.support[0]:g}, "
+                             f"{self.support[1]:g}], but {data.name} has values in "
+                             f"[{float(low):g}, {float(high):g}]")
+        if off_level is not None:
+            value, sample = off_level
+            raise ValueError(f"likelihood {self.name!r} needs data on the {self.levels} levels "
+                             f"k / {self.levels - 1} of [0, 1], but {data.name} has the value "
+                             f"{value:.7g} in sample {sample}")
 
     def bits_per_dim(self, nll: torch.Tensor) -> torch.Tensor:
         """Convert per-sample nats to bits per dimension: nll / (D log 2)."""
@@ -401,6 +448,7 @@ class Bernoulli(Likelihood):
     """
 
     name = "bernoulli"
+    support = (0.0, 1.0)
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return _sum_per_sample(F.binary_cross_entropy_with_logits(params, x, reduction="none"))
@@ -453,6 +501,7 @@ class ContinuousBernoulli(Likelihood):
     """
 
     name = "continuous_bernoulli"
+    support = (0.0, 1.0)
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         cross_entropy = F.binary_cross_entropy_with_logits(params, x, reduction="none")
@@ -486,12 +535,14 @@ class DiscretizedLogistic(Likelihood):
     log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) + log(-expm1(b - a)),
     an exact identity with no cancellation in either tail, so the interior bins need no
     fallback to the density at the bin centre. Data are read as the nearest level
-    round(255 x); data with other levels (e.g. scikit-learn's 17-level digits) are rounded.
+    round(255 x); data on other levels (e.g. scikit-learn's 17-level digits) are refused by
+    :meth:`check_support` before training.
     The log-scale is softly bounded below at -7 - log 2 (Salimans et al. clamp it at -7 on
     their [-1, 1] scale).
     """
 
     name = "discretized_logistic"
+    support = (0.0, 1.0)
     levels: ClassVar[int] = 256
     log_scale_min: ClassVar[float] = -7.0 - LOG_2
 
@@ -536,17 +587,6 @@ class DiscretizedLogistic(Likelihood):
         y = mu + log_s.exp() * (torch.log(u) - torch.log1p(-u))
         top = self.levels - 1
         return torch.round(y.clamp(0.0, 1.0) * top) / top
-
-    @torch.no_grad()
-    def prepare(self, data: ArrayData) -> None:
-        """Warn when the training data are not on the 256 levels k / 255."""
-        x = data.take(slice(0, 1024)).float()
-        off = (x * (self.levels - 1) - torch.round(x * (self.levels - 1))).abs().max()
-        if float(off) > 1e-3 or float(x.min()) < 0 or float(x.max()) > 1:
-            warnings.warn(
-                "the discretized_logistic likelihood models 8-bit data (levels k / 255 in "
-                "[0, 1]), but the training data are off those levels: each value is read as "
-                "its nearest level, and the NLL is that of the rounded data", stacklevel=2)
 
 
 def build_likelihood(

@@ -1,21 +1,28 @@
 """Saving and loading models: weights in safetensors, the config in JSON. No pickle.
 
 A model folder holds ``config.json`` (model name, config fields, library and torch
-versions) and ``model.safetensors``. Files are written to temporary names and renamed into
-place, so an interrupted save never destroys a model saved there before.
+versions) and ``model.safetensors``. A save writes a new folder and swaps it with the old
+one in one step, so after a kill at any moment the folder holds the complete old or the
+complete new model.
+
+Loading runs no code named by the files: the model class comes from the model registry and
+the networks from the network registry (:mod:`vaebench.nn.registry`); a network class given
+by import path is imported only with ``trust_code=True``.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from vaebench.files import atomic_write, write_json
+from vaebench.files import atomic_write, recover_folder, replacing_folder, write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,11 +44,14 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} is truncated or corrupt and cannot be read: {err}") from err
 
 
-def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Save ``model`` into ``directory`` (created if needed); returns the directory."""
+def is_model_file(name: str) -> bool:
+    return name in (CONFIG_FILE, WEIGHTS_FILE)
+
+
+def write_model_files(model: torch.nn.Module, directory: Path) -> None:
+    """Write the model's two files into ``directory`` (no swapping: see :func:`save_model`)."""
     import vaebench
 
-    directory = Path(directory)
     payload = {
         "model": model.name,
         "config": model.config.to_dict(),
@@ -50,10 +60,17 @@ def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
     }
     save_tensors(directory / WEIGHTS_FILE, model.state_dict(), metadata={"model": model.name})
     write_json(directory / CONFIG_FILE, payload)
-    return directory
+
+
+def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Save ``model`` into ``directory``, replacing a model saved there as a whole."""
+    with replacing_folder(directory, owns=is_model_file) as folder:
+        write_model_files(model, folder)
+    return Path(directory)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
+    """The checked contents of a model folder's ``config.json``."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved vaebench model")
@@ -63,20 +80,57 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is corrupt (not valid JSON): {err}") from err
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise ValueError(f"{path} is not a vaebench model config (needs 'model' and 'config')")
+    if not isinstance(payload["model"], str):
+        raise ValueError(f"{path}: field 'model' must be a model name (a string), got "
+                         f"{payload['model']!r}")
+    if not isinstance(payload["config"], dict):
+        raise ValueError(f"{path}: field 'config' must be a mapping of config fields, got "
+                         f"{type(payload['config']).__name__}")
     return payload
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a saved model of any registered kind with its weights."""
-    from vaebench.models import get_model_class
+def build_config(cls: type, fields: dict[str, Any], source: Path) -> Any:
+    """``cls.config_class(**fields)``, its validation errors naming ``source`` and fields."""
+    try:
+        return cls.config_class(**fields)
+    except ValidationError as err:
+        problems = "; ".join(f"config.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in err.errors())
+        raise ValueError(f"{source} has invalid values: {problems}") from None
 
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu", *,
+               trust_code: bool = False) -> torch.nn.Module:
+    """Rebuild a saved model of any registered kind with its weights.
+
+    ``trust_code=True`` lets the folder's config import and build network classes by
+    import path that this process has not registered: only for folders you trust.
+    """
+    from vaebench.models import get_model_class
+    from vaebench.nn import trusting_code
+
+    directory = Path(directory)
+    recover_folder(directory)
     payload = read_config(directory)
     cls = get_model_class(payload["model"])
-    config = cls.config_class(**payload["config"])
-    state = load_tensors(Path(directory) / WEIGHTS_FILE)
-    model = cls(config)
+    config = build_config(cls, payload["config"], directory / CONFIG_FILE)
+    state = load_tensors(directory / WEIGHTS_FILE)
+    with trusting_code(trust_code):
+        model = cls(config)
+    load_weights(model, state, directory)
+    return model.to(device)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``state`` into ``model``; warn if its parameters hold NaN or infinite values
+    (buffers may hold NaN on purpose, as "not measured yet")."""
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"the weights in {directory} do not match its config: {err}") from err
-    return model.to(device)
+        raise ValueError(f"the weights in {source} do not match its config: {err}") from err
+    bad = [name for name, tensor in model.named_parameters()
+           if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        warnings.warn(f"the weights in {source} contain NaN or infinite values ({shown}); "
+                      "the model's outputs will not be finite", stacklevel=3)

@@ -8,6 +8,7 @@ before any training starts.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: Image modes read as grayscale (one channel); any other mode is read as RGB.
+GRAY_MODES = ("L", "1", "P", "I;16", "LA")
 
 
 class ArrayData:
@@ -26,6 +29,7 @@ class ArrayData:
 
     def __init__(self, x: torch.Tensor | np.ndarray, labels: torch.Tensor | None = None,
                  name: str = "data"):
+        _refuse_complex(x, name)
         if x.ndim < 2:
             raise ValueError(f"{name} must have a batch dimension and at least one feature "
                              f"dimension, got shape {tuple(x.shape)}")
@@ -117,6 +121,14 @@ class ArrayData:
                 raise ValueError(f"{self.name} contains {kind} values (first in sample {bad})")
 
 
+def _refuse_complex(x: torch.Tensor | np.ndarray, name: str) -> None:
+    """Complex values would silently lose their imaginary part in the float32 cast."""
+    if x.is_complex() if isinstance(x, torch.Tensor) else np.iscomplexobj(x):
+        raise ValueError(f"{name} holds complex values ({x.dtype}): complex data are not "
+                         "supported; give the real part, or the real and imaginary parts as "
+                         "separate channels")
+
+
 def _to_float(array: np.ndarray) -> torch.Tensor:
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
@@ -140,39 +152,78 @@ def _from_dataset(dataset: torch.utils.data.Dataset, name: str) -> ArrayData:
     if len(shapes) > 1:
         raise ValueError(f"{name}: samples have different shapes {sorted(shapes)[:3]}")
     x = torch.stack(xs)
+    _refuse_complex(x, name)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     y = torch.stack(labels).long() if len(labels) == len(xs) and labels else None
     return ArrayData(x, y, name)
 
 
-def load_image_folder(folder: str | Path, name: str | None = None) -> ArrayData:
+def load_image_folder(folder: str | Path, name: str | None = None, *,
+                      skip_bad_images: bool = False) -> ArrayData:
     """Images of one size in ``folder`` (sorted by name), as (N, C, H, W) in [0, 1].
 
     Grayscale images give C = 1; if any image has colour all are read as RGB (C = 3).
     Labels are the names of sub-folders when the images sit in sub-folders (sorted).
+    One file is open at a time. A file that cannot be read is a ValueError naming it, or
+    with ``skip_bad_images`` a warning naming it, and the file is left out.
     """
-    from PIL import Image
-
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {folder}")
-    images = [Image.open(p) for p in files]
-    mode = "L" if all(im.mode in ("L", "1", "P", "I;16", "LA") for im in images) else "RGB"
-    arrays, size = [], images[0].size
-    for path, image in zip(files, images, strict=True):
-        if image.size != size:
-            raise ValueError(f"{path} is {image.size[0]} x {image.size[1]} but the first image "
-                             f"is {size[0]} x {size[1]}: all images must share one size")
-        arrays.append(np.asarray(image.convert(mode), dtype=np.uint8))
-    stacked = np.stack(arrays)
-    stacked = stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+    kept, arrays = _read_images(files, skip_bad_images)
+    if not kept:
+        raise ValueError(f"none of the {len(files)} images in {folder} could be read")
+    stacked = _stack_images(kept, arrays)
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
     labels = None
     if classes != ["."]:
         index = {c: i for i, c in enumerate(classes)}
-        labels = torch.tensor([index[p.parent.relative_to(folder).as_posix()] for p in files])
+        labels = torch.tensor([index[p.parent.relative_to(folder).as_posix()] for p in kept])
     return ArrayData(_to_float(stacked), labels, name or str(folder))
+
+
+def _read_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[np.ndarray]]:
+    """The readable files and their images (grayscale as L, others as RGB), all one size."""
+    kept, arrays = [], []
+    for path in files:
+        try:
+            array = _read_image(path)
+        except ValueError as err:
+            if not skip_bad:
+                raise ValueError(f"{err} (skip_bad_images=True leaves such files out)"
+                                 ) from err.__cause__
+            warnings.warn(f"skipping {err}", stacklevel=3)
+            continue
+        if arrays and array.shape[:2] != arrays[0].shape[:2]:
+            (h, w), (h0, w0) = array.shape[:2], arrays[0].shape[:2]
+            raise ValueError(f"{path} is {w} x {h} but {kept[0]} is {w0} x {h0}: all images "
+                             "must share one size")
+        kept.append(path)
+        arrays.append(array)
+    return kept, arrays
+
+
+def _stack_images(files: list[Path], arrays: list[np.ndarray]) -> np.ndarray:
+    """(N, C, H, W): one channel if every image is grayscale, else every image as RGB."""
+    if all(array.ndim == 2 for array in arrays):
+        return np.stack(arrays)[:, None]
+    rgb = [array if array.ndim == 3 else _read_image(path, "RGB")
+           for path, array in zip(files, arrays, strict=True)]
+    return np.stack(rgb).transpose(0, 3, 1, 2)
+
+
+def _read_image(path: Path, mode: str | None = None) -> np.ndarray:
+    """One image as uint8 in ``mode`` (None: L for grayscale modes, else RGB), its file
+    closed on return; a file PIL cannot read is a ValueError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            target = mode or ("L" if image.mode in GRAY_MODES else "RGB")
+            return np.asarray(image.convert(target), dtype=np.uint8)
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ...) on bad files
+        raise ValueError(f"unreadable image {path}: {type(err).__name__}: {err}") from err
 
 
 def _integer_labels(labels: Any, name: str) -> torch.Tensor:
@@ -188,18 +239,22 @@ def _integer_labels(labels: Any, name: str) -> torch.Tensor:
     return torch.as_tensor(array).long()
 
 
-def as_data(data: Any, labels: Any = None, name: str = "data") -> ArrayData:
+def as_data(data: Any, labels: Any = None, name: str = "data", *,
+            skip_bad_images: bool = False) -> ArrayData:
     """Wrap user data for training and evaluation.
 
     ``data`` may be an :class:`ArrayData`, a ``(x, labels)`` tuple, a torch tensor, a numpy
     array (uint8 is read as 8-bit images and scaled to [0, 1]), a torch ``Dataset``, a
     folder of images, or a path to a ``.npy`` file (memory-mapped, read batch by batch).
+    Complex values are refused. ``skip_bad_images``: see :func:`load_image_folder`.
     """
     if isinstance(data, ArrayData):
         return data
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         data, labels = data
     y = None if labels is None else _integer_labels(labels, name)
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        _refuse_complex(data, name)
     if isinstance(data, torch.Tensor):
         x = data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
         return ArrayData(x, y, name)
@@ -210,7 +265,7 @@ def as_data(data: Any, labels: Any = None, name: str = "data") -> ArrayData:
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.is_dir():
-            return load_image_folder(path, name)
+            return load_image_folder(path, name, skip_bad_images=skip_bad_images)
         if path.suffix == ".npy" and path.is_file():
             return ArrayData(np.load(path, mmap_mode="r", allow_pickle=False), y, name)
         raise ValueError(f"{path} is neither a folder of images nor a .npy file")

@@ -22,7 +22,7 @@ from vaebench.config import ModelConfig
 from vaebench.data.sources import ArrayData
 from vaebench.distributions import StandardNormal
 from vaebench.likelihoods import Likelihood, build_likelihood
-from vaebench.nn import build_network, import_path
+from vaebench.nn import build_network, network_name
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Autoencoder(nn.Module):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
                             f"got {type(config).__name__}")
-        update = {role: import_path(type(net)) for role, net in
+        update = {role: network_name(type(net)) for role, net in
                   (("encoder", encoder), ("decoder", decoder)) if net is not None}
         self.config = config.model_copy(update=update)
         # Optimizer updates so far: drives schedules (annealing) and is saved with the model.

@@ -28,10 +28,14 @@ def get_model_class(name: str) -> type[Autoencoder]:
     return _MODELS[name]
 
 
-def create_model(name: str, **options: Any) -> Autoencoder:
+def create_model(name: str, *, trust_code: bool = False, **options: Any) -> Autoencoder:
     """Build a registered model; ``options`` are its config fields, plus optional
-    ``encoder`` / ``decoder`` modules."""
+    ``encoder`` / ``decoder`` modules. A network named by an unregistered import path
+    (``"package.module:Class"``) is imported only with ``trust_code=True``."""
+    from vaebench.nn import trusting_code
+
     cls = get_model_class(name)
     modules = {k: options.pop(k) for k in ("encoder", "decoder")
                if not isinstance(options.get(k, ""), str)}
-    return cls(cls.config_class(**options), **modules)
+    with trusting_code(trust_code):
+        return cls(cls.config_class(**options), **modules)

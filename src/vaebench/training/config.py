@@ -41,6 +41,8 @@ class TrainerConfig(Config):
     output_dir: str | None = None
     checkpoint_every: int | None = Field(None, gt=0, description="epochs between checkpoints")
     keep_best: bool = Field(True, description="restore the weights of the best eval epoch")
+    overwrite: bool = Field(False, description="replace a run already in output_dir (else "
+                                               "refused: resume it or choose a new folder)")
     progress: bool = True
     log_every: int = Field(20, gt=0, description="steps between progress-bar updates")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,16 @@ from tqdm.auto import tqdm
 
 from vaebench.data import ArrayData, as_data
 from vaebench.evaluation import evaluating
+from vaebench.files import replacing_folder
 from vaebench.models.base import Autoencoder
-from vaebench.serialization import load_tensors, save_model, save_tensors, write_json
+from vaebench.serialization import (
+    is_model_file,
+    load_tensors,
+    save_model,
+    save_tensors,
+    write_json,
+    write_model_files,
+)
 from vaebench.training.config import TrainerConfig
 
 _OPTIMIZERS = {
@@ -56,13 +65,21 @@ def evaluate(model: Autoencoder, data: Any, batch_size: int = 512) -> dict[str, 
     return {k: float(v) / len(data) for k, v in totals.items()}
 
 
+def _batch_sums(output: Any) -> dict[str, torch.Tensor]:
+    """The batch's sums of the loss and of every term (no sync)."""
+    sums = {"loss": output.loss.detach() * output.z.shape[0]}
+    sums.update({name: term.detach().sum() for name, term in output.terms.items()})
+    return sums
+
+
 def _accumulate(totals: dict[str, torch.Tensor], output: Any) -> None:
     """Add the batch's sums of the loss and of every term to ``totals`` (no sync)."""
-    n = output.z.shape[0]
-    pairs = [("loss", output.loss.detach() * n)]
-    pairs += [(name, term.detach().sum()) for name, term in output.terms.items()]
-    for name, value in pairs:
+    for name, value in _batch_sums(output).items():
         totals[name] = totals[name] + value if name in totals else value
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or one of its terms became NaN or infinite; the message says where."""
 
 
 class Trainer:
@@ -78,6 +95,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best_eval_loss = math.inf
         self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
 
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimizer per parameter group of the model."""
@@ -125,14 +143,14 @@ class Trainer:
 
     def fit(self, train_data: Any, eval_data: Any = None,
             resume_from: str | Path | None = None) -> list[dict[str, Any]]:
-        """Train; returns one record per epoch (train and eval loss and every term)."""
+        """Train; returns one record per epoch (train and eval loss and every term).
+
+        With ``resume_from`` (a checkpoint folder) training goes on from that checkpoint and
+        ends exactly as the uninterrupted run would have, best model included.
+        """
         cfg = self.config
-        train = as_data(train_data, name="train data")
-        train.check(self.model.config.input_dim)
-        evaluation = None
-        if eval_data is not None:
-            evaluation = as_data(eval_data, name="eval data")
-            evaluation.check(self.model.config.input_dim)
+        train, evaluation = self._checked_data(train_data, eval_data)
+        self._claim_output(resuming=resume_from is not None)
         torch.manual_seed(cfg.seed)
         shuffle = torch.Generator().manual_seed(cfg.seed)
         model = self.model.to(self.device)
@@ -146,10 +164,10 @@ class Trainer:
         optimizers = self._build_optimizers()
         schedulers = {group: self._build_scheduler(opt, steps)
                       for group, opt in optimizers.items()}
+        self._best_state = None
         first_epoch = 1
         if resume_from is not None:
             first_epoch = self._resume(Path(resume_from), optimizers, schedulers, shuffle) + 1
-        best_state = None
         bar = tqdm(total=(cfg.epochs - first_epoch + 1) * steps, disable=not cfg.progress,
                    desc=model.name, unit="step", dynamic_ncols=True, mininterval=0.5)
         try:
@@ -158,31 +176,75 @@ class Trainer:
                 if evaluation is not None:
                     record.update({f"eval_{k}": v for k, v in
                                    evaluate(model, evaluation, cfg.eval_batch_size).items()})
-                for scheduler in schedulers.values():
-                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        scheduler.step(record.get("eval_loss", record["train_loss"]))
-                    elif scheduler is not None and not _per_step(scheduler):
-                        scheduler.step()
+                self._step_schedulers(schedulers, record)
                 self.history.append(record)
                 if evaluation is not None and record["eval_loss"] < self.best_eval_loss:
-                    self.best_eval_loss, self.best_epoch = record["eval_loss"], epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if self.output_dir is not None:
-                        save_model(model, self.output_dir / "model")
+                    self._new_best(epoch, record["eval_loss"])
                 for callback in self.callbacks:
                     callback(record)
-                last = epoch == cfg.epochs
                 if self.output_dir is not None:
                     write_json(self.output_dir / "history.json", self.history)
-                    if last or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
+                    if epoch == cfg.epochs or (cfg.checkpoint_every
+                                               and epoch % cfg.checkpoint_every == 0):
                         self._checkpoint(epoch, optimizers, schedulers, shuffle)
+        except TrainingDiverged:
+            self._restore_best()
+            raise
         finally:
             bar.close()
-        if cfg.keep_best and best_state is not None:
-            model.load_state_dict(best_state)
-        elif self.output_dir is not None:
+        self._restore_best()
+        if self.output_dir is not None:  # the returned weights: the best, or the last
             save_model(model, self.output_dir / "model")
         return self.history
+
+    def _checked_data(self, train_data: Any, eval_data: Any):
+        """Train and eval data as :class:`ArrayData`, checked against the model: shape,
+        finite values, the likelihood's support."""
+        datasets = []
+        for data, name in ((train_data, "train data"), (eval_data, "eval data")):
+            if data is None:
+                datasets.append(None)
+                continue
+            data = as_data(data, name=name)
+            data.check(self.model.config.input_dim)
+            self.model.likelihood.check_support(data)
+            datasets.append(data)
+        return tuple(datasets)
+
+    def _claim_output(self, resuming: bool) -> None:
+        """Refuse an output folder that holds another run, unless resuming it or told to
+        overwrite it (then the old run's checkpoints go, so none can be resumed by mistake)."""
+        if self.output_dir is None or resuming:
+            return
+        found = [name for name in ("history.json", "model", "checkpoints")
+                 if (self.output_dir / name).exists()]
+        if not found:
+            return
+        if not self.config.overwrite:
+            raise ValueError(f"{self.output_dir} already holds a run ({', '.join(found)}): "
+                             "resume it (resume_from=..., --resume on the command line) or "
+                             "set overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
+
+    def _step_schedulers(self, schedulers, record: dict[str, Any]) -> None:
+        """Step the per-epoch schedulers (plateau on the eval loss, else the train loss)."""
+        for scheduler in schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(record.get("eval_loss", record["train_loss"]))
+            elif scheduler is not None and not _per_step(scheduler):
+                scheduler.step()
+
+    def _new_best(self, epoch: int, eval_loss: float) -> None:
+        """Remember (and save) the weights of a new best eval epoch."""
+        self.best_eval_loss, self.best_epoch = eval_loss, epoch
+        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.output_dir is not None:
+            save_model(self.model, self.output_dir / "model")
+
+    def _restore_best(self) -> None:
+        """Load the best eval epoch's weights into the model if ``keep_best``."""
+        if self.config.keep_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
 
     def _update(self, optimizers, schedulers):
         """The ``update(group, loss)`` callback handed to ``model.training_step``."""
@@ -207,63 +269,93 @@ class Trainer:
         model.on_epoch_start()
         start = time.perf_counter()
         totals: dict[str, torch.Tensor] = {}
+        window: list[dict[str, torch.Tensor]] = []  # batch sums since the last check
         update = self._update(optimizers, schedulers)
+        steps = train.num_batches(cfg.batch_size, cfg.drop_last)
         batches = model_batches(model, train, cfg.batch_size, shuffle=True, generator=shuffle,
                                 drop_last=cfg.drop_last, device=self.device)
         for step, (x, inputs) in enumerate(batches, 1):
             output = model.training_step(x, update, **inputs)
             model.num_steps += 1
-            _accumulate(totals, output)
+            window.append(_batch_sums(output))
             bar.update(1)
-            if step % cfg.log_every == 0:
+            if step % cfg.log_every == 0 or step == steps:
+                self._check_finite(window, epoch, step - len(window) + 1, steps)
+                for sums in window:
+                    for name, value in sums.items():
+                        totals[name] = totals[name] + value if name in totals else value
+                window = []
                 bar.set_postfix(epoch=epoch, loss=f"{output.loss.item():.2f}")
-        seen = train.num_batches(cfg.batch_size, cfg.drop_last) * cfg.batch_size \
-            if cfg.drop_last else len(train)
+        seen = steps * cfg.batch_size if cfg.drop_last else len(train)
         record: dict[str, Any] = {"epoch": epoch}
         record.update({f"train_{k}": float(v) / seen for k, v in totals.items()})
         record.update({f"train_{k}": v for k, v in model.epoch_metrics().items()})
-        if not math.isfinite(record["train_loss"]):
-            raise FloatingPointError(
-                f"the training loss became {record['train_loss']} in epoch {epoch} of "
-                f"{model.name}; lower the learning rate or set grad_clip_norm "
-                + ("(the best model so far is saved)" if self.best_epoch else ""))
         record["lr"] = optimizers["model"].param_groups[0]["lr"] if "model" in optimizers \
             else next(iter(optimizers.values())).param_groups[0]["lr"]
         record["seconds"] = time.perf_counter() - start
         return record
 
+    def _check_finite(self, window: list[dict[str, torch.Tensor]], epoch: int,
+                      first_step: int, steps: int) -> None:
+        """Raise :class:`TrainingDiverged` at the first step of ``window`` whose loss or a
+        term is not finite (one synchronization per check)."""
+        stacked = {name: torch.stack([sums[name] for sums in window]) for name in window[0]}
+        finite = torch.stack([torch.isfinite(v) for v in stacked.values()]).all(0)
+        if bool(finite.all()):
+            return
+        index = int((~finite).nonzero()[0])
+        bad = ", ".join(f"{name} = {float(values[index])}" for name, values in stacked.items()
+                        if not math.isfinite(float(values[index])))
+        raise TrainingDiverged(
+            f"training of {self.model.name} diverged in epoch {epoch}, step "
+            f"{first_step + index} of {steps}: {bad} (summed over the batch). "
+            f"{self._last_good_model()} Lower the learning rate or set grad_clip_norm "
+            "(--grad-clip).")
+
+    def _last_good_model(self) -> str:
+        """Where the last good weights are, for the divergence message."""
+        if self._best_state is not None and self.output_dir is not None:
+            where = f"is saved in {self.output_dir / 'model'}"
+        elif self._best_state is not None:
+            where = "is kept in memory"
+        else:
+            return "No model was kept (no eval epoch finished; give eval data to keep one)."
+        restored = " and restored into the model" if self.config.keep_best else ""
+        return f"The best model so far (epoch {self.best_epoch}) {where}{restored}."
+
     def _checkpoint(self, epoch, optimizers, schedulers, shuffle) -> None:
-        folder = self.output_dir / "checkpoints" / f"epoch_{epoch:04d}"
-        save_model(self.model, folder)
-        optimizer_states = {}
-        for group, optimizer in optimizers.items():
-            tensors, rest = _flatten_optimizer_state(optimizer.state_dict())
-            save_tensors(folder / f"optimizer_{group}.safetensors", tensors)
-            optimizer_states[group] = rest
-        write_json(folder / "trainer_state.json", {
-            "epoch": epoch,
-            "optimizers": optimizer_states,
-            "schedulers": {g: None if s is None else _json_safe(s.state_dict())
-                           for g, s in schedulers.items()},
-            "shuffle_rng": shuffle.get_state().tolist(),
-            "torch_rng": torch.get_rng_state().tolist(),
-            "history": self.history,
-            "best_eval_loss": self.best_eval_loss,
-            "best_epoch": self.best_epoch,
-        })
+        """Write a resumable checkpoint folder as a whole (atomically)."""
+        target = self.output_dir / "checkpoints" / f"epoch_{epoch:04d}"
+        with replacing_folder(target, owns=_is_checkpoint_file) as folder:
+            write_model_files(self.model, folder)
+            if self._best_state is not None:
+                save_tensors(folder / BEST_WEIGHTS_FILE, self._best_state)
+            optimizer_states = {}
+            for group, optimizer in optimizers.items():
+                tensors, rest = _flatten_optimizer_state(optimizer.state_dict())
+                save_tensors(folder / f"optimizer_{group}.safetensors", tensors)
+                optimizer_states[group] = rest
+            write_json(folder / STATE_FILE, {
+                "epoch": epoch,
+                "optimizers": optimizer_states,
+                "schedulers": {g: None if s is None else _json_safe(s.state_dict())
+                               for g, s in schedulers.items()},
+                "shuffle_rng": shuffle.get_state().tolist(),
+                "torch_rng": torch.get_rng_state().tolist(),
+                "history": self.history,
+                "best_eval_loss": self.best_eval_loss,
+                "best_epoch": self.best_epoch,
+            })
 
     def _resume(self, folder: Path, optimizers, schedulers, shuffle) -> int:
-        state_path = folder / "trainer_state.json"
-        if not state_path.is_file():
-            raise FileNotFoundError(f"no trainer_state.json in {folder}: not a checkpoint")
-        try:
-            state = json.loads(state_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{state_path} is corrupt: {err}") from err
+        state = read_checkpoint_state(folder)
         if set(state["optimizers"]) != set(optimizers):
             raise ValueError(f"checkpoint {folder} has optimizers {sorted(state['optimizers'])}"
                              f", the model has parameter groups {sorted(optimizers)}")
+        _check_same_model(self.model, folder)
         self.model.load_state_dict(load_tensors(folder / "model.safetensors"))
+        if (folder / BEST_WEIGHTS_FILE).is_file():
+            self._best_state = load_tensors(folder / BEST_WEIGHTS_FILE)
         for group, optimizer in optimizers.items():
             tensors = load_tensors(folder / f"optimizer_{group}.safetensors")
             optimizer.load_state_dict(
@@ -273,8 +365,66 @@ class Trainer:
         shuffle.set_state(torch.tensor(state["shuffle_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         self.history = state["history"]
-        self.best_eval_loss, self.best_epoch = state["best_eval_loss"], state["best_epoch"]
+        self.best_eval_loss = state["best_eval_loss"]
+        self.best_epoch = state["best_epoch"]
         return int(state["epoch"])
+
+
+STATE_FILE = "trainer_state.json"
+BEST_WEIGHTS_FILE = "best_model.safetensors"
+_STATE_FIELDS = {"epoch": int, "optimizers": dict, "schedulers": dict, "shuffle_rng": list,
+                 "torch_rng": list, "history": list, "best_eval_loss": (int, float),
+                 "best_epoch": (int, type(None))}
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    return (is_model_file(name) or name in (STATE_FILE, BEST_WEIGHTS_FILE)
+            or (name.startswith("optimizer_") and name.endswith(".safetensors")))
+
+
+def read_checkpoint_state(folder: Path) -> dict[str, Any]:
+    """The checked ``trainer_state.json`` of a checkpoint folder."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {STATE_FILE} in {folder}: not a checkpoint")
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is corrupt: {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(state).__name__}")
+    for field, kind in _STATE_FIELDS.items():
+        if not isinstance(state.get(field), kind):
+            raise ValueError(f"{path}: field {field!r} is missing or has the wrong type")
+    return state
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The checkpoint of the latest epoch under ``output_dir/checkpoints``."""
+    folder = Path(output_dir) / "checkpoints"
+    found = sorted(folder.glob("epoch_[0-9][0-9][0-9][0-9]")) if folder.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {folder} to resume from (checkpoints are "
+                                "written every checkpoint_every epochs and at the end)")
+    return found[-1]
+
+
+def _check_same_model(model: Autoencoder, folder: Path) -> None:
+    """Refuse a checkpoint written by another model or config, naming what differs."""
+    from vaebench.serialization import read_config
+
+    saved = read_config(folder)
+    if saved["model"] != model.name:
+        raise ValueError(f"checkpoint {folder} holds a {saved['model']!r} model, not "
+                         f"{model.name!r}")
+    ours = model.config.to_dict()
+    differ = sorted(k for k in set(ours) | set(saved["config"])
+                    if ours.get(k) != saved["config"].get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved['config'].get(k)!r} there, {ours.get(k)!r} here"
+                          for k in differ[:4])
+        raise ValueError(f"checkpoint {folder} was written with another {model.name} config "
+                         f"({shown})")
 
 
 def _per_step(scheduler: Any) -> bool:
