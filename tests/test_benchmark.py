@@ -3,6 +3,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 
 import pytest
 import torch
@@ -16,8 +17,10 @@ from vaebench.benchmark import (
     render_report,
     result_row,
     run_benchmark,
+    write_report,
 )
 from vaebench.benchmark import runner as runner_module
+from vaebench.benchmark.report import format_mean_std
 from vaebench.cli import main
 from vaebench.data import ArrayData
 from vaebench.models import create_model
@@ -159,15 +162,16 @@ def test_a_failing_model_is_reported_and_the_others_complete(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["benchmark", "--config", str(settings), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "[1/2] digits vae seed 0 ... FAILED" in printed and "FloatingPointError" in printed
+    assert "[1/2] digits vae seed 0 ... FAILED" in printed and "TrainingDiverged" in printed
     results = _results(out)
     failed, ok = results[("vae", "seed0")], results[("ae", "seed0")]
-    assert failed["status"] == "failed" and failed["error"].startswith("FloatingPointError")
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("TrainingDiverged: training of vae diverged")
     assert "trainer.py" in failed["traceback"] and failed["config"]["model_options"] == {
         "sigma": 1e-30}
     assert ok["status"] == "ok" and set(ok["metrics"]) == {"loss", "reconstruction"}
     report = (out / "report.md").read_text()
-    assert "**Failed runs**" in report and "- `vae` seed 0: FloatingPointError" in report
+    assert "**Failed runs**" in report and "- `vae` seed 0: TrainingDiverged" in report
     assert "| `vae` | 0/1 | failed |" in report
     # not retried without --retry-failed
     assert main(["benchmark", "--config", str(settings), "--output", str(out)]) == 0
@@ -394,3 +398,156 @@ def test_a_conditional_model_is_not_probed_for_the_label_it_was_given():
                                             test)
     assert errors == {} and "reconstruction" in metrics
     assert "the encoder is given the label" in skipped["representation"]
+
+
+# --- malformed and incomplete result files ------------------------------------------------
+
+
+def _bench_config(folder, **changes):
+    """The settings of the ``bench`` fixture, writing to ``folder``."""
+    return BenchmarkConfig(**{
+        "models": ["vae", "ae"], "datasets": ["digits"], "seeds": 2, "epochs": 1,
+        "train_size": 300, "latent_dim": 4, "likelihood": "bernoulli", "n_fid": 64,
+        "iwae_k": 10, "output": str(folder), **changes})
+
+
+def _cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _table(report, model):
+    """The cells of ``model``'s row of the report's (single) table, by column label."""
+    lines = report.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    row = next(line for line in lines if line.startswith(f"| `{model}` |"))
+    return {label: cell.strip("*") for label, cell in zip(_cells(header), _cells(row),
+                                                           strict=True)}
+
+
+def _strict_json(path):
+    """``path`` parsed as standard JSON (no NaN or Infinity tokens)."""
+    def refuse(token):
+        raise AssertionError(f"{path} holds {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+MALFORMED = {
+    "garbage bytes": (lambda r: b"\x00\xff\xfe{ not json", "not JSON"),
+    "cut short": (lambda r: json.dumps(r).encode()[:200], "not JSON"),
+    "a list": (lambda r: json.dumps([r]).encode(), "a JSON list, not an object"),
+    "no status": (lambda r: json.dumps({k: v for k, v in r.items() if k != "status"}).encode(),
+                  'no "status"'),
+    "unknown status": (lambda r: json.dumps({**r, "status": "done"}).encode(),
+                       '"status" is "done"'),
+    "no config": (lambda r: json.dumps({k: v for k, v in r.items() if k != "config"}).encode(),
+                  'no "config"'),
+    "metrics a list": (lambda r: json.dumps({**r, "metrics": [1.0]}).encode(),
+                       '"metrics" is [1.0]'),
+    "a metric group a number": (
+        lambda r: json.dumps({**r, "metrics": {**r["metrics"], "reconstruction": 0.5}}).encode(),
+        '"metrics" is {'),
+    "seed a string": (lambda r: json.dumps({**r, "seed": "1"}).encode(), '"seed" is "1"'),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_result_file_is_reported_as_failed_and_run_again(bench_copy, kind, capsys):
+    before = _results(bench_copy)
+    path = bench_copy / "runs" / "digits" / "ae" / "seed1" / "result.json"
+    corrupt, problem = MALFORMED[kind]
+    path.write_bytes(corrupt(before[("ae", "seed1")]))
+    stamps = {p: p.stat().st_mtime_ns for p in bench_copy.glob("runs/*/*/*/result.json")}
+
+    assert main(["benchmark", "--report-only", "--output", str(bench_copy)]) == 0
+    report = (bench_copy / "report.md").read_text()
+    assert "(3 ok, 1 failed)" in report
+    assert f"- `ae` seed 1: runs/digits/ae/seed1/result.json is malformed ({problem}" in report
+    cells = _table(report, "ae")
+    assert cells["ok runs"] == "1/2"
+    mse = before[("ae", "seed0")]["metrics"]["reconstruction"]["mse"]  # the only ok seed
+    assert cells["MSE/dim ↓"] == f"{mse:.4f}"
+    rows = {(r["model"], r["seed"]): r for r in _strict_json(bench_copy / "results.json")}
+    assert rows[("ae", 1)]["status"] == "failed" and "ae/seed1/result.json" in \
+        rows[("ae", 1)]["error"]
+
+    results = run_benchmark(_bench_config(bench_copy))
+    out = capsys.readouterr().out
+    assert f"[4/4] digits ae seed 1: its result.json is malformed ({problem}" in out
+    assert out.count("skipping, done") == 3
+    assert [r["status"] for r in results] == ["ok"] * 4
+    for other, stamp in stamps.items():
+        if other != path:
+            assert other.stat().st_mtime_ns == stamp  # not rewritten
+    redone = _results(bench_copy)[("ae", "seed1")]
+    assert redone["status"] == "ok"
+    assert redone["metrics"]["reconstruction"] == before[("ae", "seed1")]["metrics"][
+        "reconstruction"]  # seeded: the same run again
+    report = (bench_copy / "report.md").read_text()
+    assert "malformed" not in report and _table(report, "ae")["ok runs"] == "2/2"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "abc", None, True])
+def test_a_metric_value_that_is_not_a_number_is_left_out_of_the_means(bench_copy, value,
+                                                                      monkeypatch):
+    vae = bench_copy / "runs" / "digits" / "vae"
+    # a third seed, so that the mean of the other seeds is a mean of two
+    shutil.copytree(vae / "seed0", vae / "seed2")
+    third = json.loads((vae / "seed2" / "result.json").read_text())
+    third["seed"] = third["config"]["seed"] = 2
+    third["metrics"]["reconstruction"]["mse"] *= 1.5
+    third["metrics"]["reconstruction"]["sse"] *= 1.5
+    (vae / "seed2" / "result.json").write_text(json.dumps(third))
+    bad = json.loads((vae / "seed1" / "result.json").read_text())
+    good = {seed: _results(bench_copy)[("vae", f"seed{seed}")]["metrics"]["reconstruction"]
+            for seed in (0, 1, 2)}
+    bad["metrics"]["reconstruction"]["mse"] = value
+    (vae / "seed1" / "result.json").write_text(json.dumps(bad))  # NaN and inf as NaN, Infinity
+
+    write_report(bench_copy, figures=False)
+    report = (bench_copy / "report.md").read_text()
+    assert "(4 ok, 1 incomplete, 0 failed)" in report
+    assert (f"- `vae` seed 1: runs/digits/vae/seed1/result.json: reconstruction.mse is "
+            f"{json.dumps(value)}, not a finite number") in report
+    cells = _table(report, "vae")
+    assert cells["ok runs"] == "2/3 (1 incomplete)"
+    # MSE: seeds 0 and 2 only; SSE: all three (the incomplete run's other values count)
+    mse = [good[0]["mse"], good[2]["mse"]]
+    expected = format_mean_std(statistics.mean(mse), statistics.stdev(mse))
+    assert cells["MSE/dim ↓"] == f"{expected} (n=2)"
+    sse = [good[seed]["sse"] for seed in (0, 1, 2)]
+    assert cells["SSE/sample ↓"] == format_mean_std(statistics.mean(sse), statistics.stdev(sse))
+    rows = {(r["model"], r["seed"]): r for r in _strict_json(bench_copy / "results.json")}
+    row = rows[("vae", 1)]
+    assert row["status"] == "incomplete" and row["reconstruction.mse"] is None
+    assert "reconstruction.mse" in row["note"] and row["reconstruction.sse"] == good[1]["sse"]
+
+    calls = []
+    monkeypatch.setattr(runner_module, "run_one",
+                        lambda config, run, context=None: calls.append(run))
+    run_benchmark(_bench_config(bench_copy), report=False)
+    assert calls == []  # a rerun of the same seed would give the same value: kept
+
+
+@pytest.mark.parametrize("dropped", [["sample_quality"], "all"])
+def test_an_ok_result_without_its_metrics_is_incomplete_and_run_again(bench_copy, dropped,
+                                                                       capsys):
+    path = bench_copy / "runs" / "digits" / "vae" / "seed0" / "result.json"
+    result = json.loads(path.read_text())
+    dropped = list(result["metrics"]) if dropped == "all" else dropped
+    result["metrics"] = {k: v for k, v in result["metrics"].items() if k not in dropped}
+    path.write_text(json.dumps(result))
+
+    write_report(bench_copy, figures=False)
+    report = (bench_copy / "report.md").read_text()
+    assert "(3 ok, 1 incomplete, 0 failed)" in report
+    assert _table(report, "vae")["ok runs"] == "1/2 (1 incomplete)"
+    note = next(line for line in report.splitlines() if line.startswith("- `vae` seed 0"))
+    assert "runs/digits/vae/seed0/result.json" in note
+    assert all(f"no {group} metrics" in note for group in dropped)
+
+    results = run_benchmark(_bench_config(bench_copy), report=False)
+    out = capsys.readouterr().out
+    assert f"digits vae seed 0: its result says ok but has no {', '.join(dropped)} metrics" in out
+    assert out.count("skipping, done") == 3
+    assert results[0]["status"] == "ok" and set(dropped) <= set(results[0]["metrics"])

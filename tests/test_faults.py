@@ -249,3 +249,38 @@ def test_weights_with_nan_load_with_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_model(create_model("vqvae", input_dim=(1, 8, 8)).save(tmp_path / "vq"))
+
+
+def test_expected_cli_failures_are_one_line_each(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.fromarray((torch.rand(8, 8) * 255).byte().numpy()).save(images / f"{i:02d}.png")
+    bad = images / "05.png"
+    bad.write_bytes(bad.read_bytes()[:30])
+    np_file = tmp_path / "x.npy"
+    np_file.write_bytes(b"not a numpy file")
+    wide = tmp_path / "wide.npy"
+    import numpy as np
+
+    np.save(wide, np.full((20, 4), 2.0, dtype=np.float32))
+    base = ["train", "--epochs", "1", "--no-progress", "--latent-dim", "2"]
+    failures = [
+        (["--dataset", str(images)], "05.png"),
+        (["--dataset", str(np_file)], "x.npy"),
+        (["--dataset", str(wide), "--likelihood", "bernoulli"], "values in [2, 2]"),
+        (["--dataset", "digits", "--lr", "inf"], "learning_rate"),
+        (["--dataset", "digits", "--option", "beta=nan"], "beta"),
+    ]
+    for index, (args, needle) in enumerate(failures):
+        assert main([*base, *args, "--output", str(tmp_path / f"r{index}")]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("vaebench: error:") and err.count("\n") == 1, err
+        assert needle in err, err
+    with pytest.warns(UserWarning, match="05.png"):
+        code = main([*base, "--dataset", str(images), "--skip-bad-images", "--model", "ae",
+                     "--output", str(tmp_path / "skipped")])
+    assert code == 0
+    assert json.loads((tmp_path / "skipped" / "metrics.json").read_text())["n_train"] == 10

@@ -70,7 +70,8 @@ def test_ema_update_equals_its_formula_on_a_hand_made_example():
     q = vq(z)
     assert q.indices.flatten().tolist() == [0, 0, 1, 1]
     assert set(q.terms) == {"commitment"}
-    # commitment with the codebook before the update: 2 + 1 + 2 + 2
+    # output and commitment with the codebook before the update: 2 + 1 + 2 + 2
+    torch.testing.assert_close(q.quantized, codebook[[0, 0, 1, 1]].t().reshape(1, 2, 1, 4))
     torch.testing.assert_close(q.terms["commitment"], torch.tensor([7.0]))
     # N <- 0.5 N + 0.5 n with n = (2, 2, 0); m <- 0.5 m + 0.5 * (sum of assigned vectors)
     n_new = [0.5 * 1 + 0.5 * 2, 0.5 * 1 + 0.5 * 2, 0.5 * 1 + 0.5 * 0]
@@ -151,9 +152,11 @@ def test_restart_moves_dead_codes_onto_recent_encoder_outputs():
         vq.embedding[0] = 0.0
     vq.train()
     z = torch.randn(2, 3, 4, 4)
-    vq(z)  # all positions take code 0; codes 1..7 unused once
-    vq(z)  # restart first: codes 1..7 become rows of z
+    q = vq(z)  # all positions take code 0; codes 1..7 unused once, restarted after the step
+    assert q.indices.eq(0).all() and q.quantized.detach().eq(0).all()
+    torch.testing.assert_close(q.terms["commitment"], (z**2).sum((1, 2, 3)))
     rows = _rows(z).reshape(-1, 3)
+    assert torch.equal(vq.embedding.detach()[0], torch.zeros(3))
     for code in vq.embedding.detach()[1:]:
         assert ((rows - code).abs().sum(1) < 1e-6).any()
     assert vq.usage_metrics()["restarts"] == 7
@@ -267,3 +270,67 @@ def test_quantizer_terms_are_batch_size_invariant(make):
     assert torch.equal(small.indices, large.indices[:8])
     for name, term in small.terms.items():
         torch.testing.assert_close(term, large.terms[name][:8])
+
+
+def _ema_step(cluster_size, embed_sum, rows, index, decay, epsilon):
+    """One EMA codebook step written out (van den Oord et al. 2017, Appendix A.1): the new
+    cluster sizes N, sums m and codebook m / N~ with Laplace-smoothed sizes N~."""
+    one_hot = torch.nn.functional.one_hot(index, cluster_size.shape[0]).to(rows.dtype)
+    sizes = decay * cluster_size + (1 - decay) * one_hot.sum(0)
+    sums = decay * embed_sum + (1 - decay) * one_hot.t() @ rows
+    n = sizes.sum()
+    smoothed = (sizes + epsilon) / (n + cluster_size.shape[0] * epsilon) * n
+    return sizes, sums, sums / smoothed.unsqueeze(1)
+
+
+def test_residual_ema_training_step_uses_the_codebooks_from_before_the_step():
+    decay, epsilon, dim = 0.6, 1e-3, 2
+    rq = ResidualQuantizer(3, 5, dim, ema=True, decay=decay, epsilon=epsilon)
+    with torch.no_grad():
+        for level in rq.levels:
+            level.embedding.normal_()
+            level.ema_embed_sum.normal_()
+            level.ema_cluster_size.uniform_(0.5, 2.0)
+    old = [{name: buffer.clone() for name, buffer in level.named_buffers()}
+           for level in rq.levels]
+    z = torch.randn(4, dim, 3, 3, requires_grad=True)
+    rq.train()
+    q = rq(z)
+    residual = _rows(z.detach()).reshape(-1, dim)  # (4 * 9, D), sample-major
+    total = torch.zeros_like(residual)
+    commitment = torch.zeros(4)
+    for depth, (level, before) in enumerate(zip(rq.levels, old, strict=True)):
+        codebook = before["embedding"]
+        index = ((residual.unsqueeze(1) - codebook) ** 2).sum(-1).argmin(-1)
+        assert torch.equal(q.indices[:, depth].flatten(), index)
+        codes = codebook[index]
+        commitment += ((residual - codes) ** 2).view(4, -1).sum(1)
+        sizes, sums, updated = _ema_step(before["ema_cluster_size"], before["ema_embed_sum"],
+                                         residual, index, decay, epsilon)
+        torch.testing.assert_close(level.ema_cluster_size, sizes)
+        torch.testing.assert_close(level.ema_embed_sum, sums)
+        torch.testing.assert_close(level.embedding, updated)
+        assert not torch.allclose(updated, codebook)  # the two states differ
+        total, residual = total + codes, residual - codes
+    torch.testing.assert_close(_rows(q.quantized.detach()).reshape(-1, dim), total)
+    torch.testing.assert_close(q.terms["commitment"], commitment)
+    assert set(q.terms) == {"commitment"}
+    g = torch.randn_like(z)
+    (q.quantized * g).sum().backward()
+    torch.testing.assert_close(z.grad, g)  # straight-through
+
+
+def test_residual_restarts_act_from_the_next_step_on():
+    rq = ResidualQuantizer(2, 4, 2, ema=True, restart_dead_codes=True, dead_after=1)
+    with torch.no_grad():
+        for level in rq.levels:  # code 0 at the origin, the others far away: all dead
+            level.embedding.fill_(50.0)
+            level.embedding[0] = 0.0
+            level.ema_embed_sum.copy_(level.embedding)
+    rq.train()
+    z = torch.randn(3, 2, 2, 2)
+    q = rq(z)
+    assert q.indices.eq(0).all() and q.quantized.detach().eq(0).all()
+    torch.testing.assert_close(q.terms["commitment"], 2 * (z**2).sum((1, 2, 3)))
+    assert rq.usage_metrics()["restarts"] == 2 * 3
+    assert all((level.embedding[1:] < 50).all() for level in rq.levels)

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -265,3 +266,28 @@ def test_registry_names():
     assert isinstance(_small("vqvae"), VQVAE)
     assert isinstance(_small("hrqvae"), HRQVAE) and _small("hrqvae").quantizer.depth == 3
     assert isinstance(_small("fsq_vae"), FSQVAE)
+
+
+def test_hrqvae_with_ema_codebooks_trains_on_the_codebooks_from_before_each_step():
+    model = _small("hrqvae", depth=2, ema=True, decay=0.5, restart_dead_codes=True,
+                   dead_after=1)
+    assert not any("quantizer" in name for name, _ in model.named_parameters())
+    x = torch.rand(16, 1, 8, 8)
+    optimizer = torch.optim.Adam(model.parameter_groups()["model"], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        before = copy.deepcopy(model.quantizer).eval()  # eval: no updates of its own
+        out = model(x)
+        with torch.no_grad():
+            expected = before(model.encoder(x))
+            decoded = model.decoder(expected.quantized)
+        assert set(out.terms) == {"recon", "commitment"} and torch.isfinite(out.loss)
+        torch.testing.assert_close(out.z.detach(), expected.quantized)
+        torch.testing.assert_close(out.terms["commitment"].detach(),
+                                   expected.terms["commitment"])
+        torch.testing.assert_close(out.decoder_params.detach(), decoded)
+        assert any(not torch.equal(a.embedding, b.embedding)
+                   for a, b in zip(model.quantizer.levels, before.levels, strict=True))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"bundled ({', '.join(DATASETS)}), a folder of images or a .npy file")
     train.add_argument("--data-root", default=None,
                        help="folder with MNIST files (IDX or mnist.npz); else $VAEBENCH_DATA")
+    train.add_argument("--skip-bad-images", action="store_true",
+                       help="leave out unreadable files of an image folder (with a warning) "
+                            "instead of stopping")
     train.add_argument("--train-size", type=int, default=None,
                        help="use only the first N training samples (quick runs); for "
                             f"dsprites, generate N (default {DSPRITES_TRAIN_SIZE}) and N/4 "
@@ -154,6 +157,8 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--train-size", type=int, default=None,
                        help="use the first N training samples (dsprites: generate N)")
     bench.add_argument("--data-root", default=None, help="folder with the MNIST files")
+    bench.add_argument("--skip-bad-images", action="store_true", default=None,
+                       help="leave out unreadable files of image folders (with a warning)")
     bench.add_argument("--metrics", default=None,
                        help="comma-separated subset of loss, reconstruction, likelihood, "
                             "sample_quality, representation, disentanglement (default: all "
@@ -179,7 +184,7 @@ def _add_benchmark_parser(commands: Any) -> None:
 
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
     return load_train_test(args.dataset, train_size=args.train_size, seed=args.seed,
-                           data_root=args.data_root)
+                           data_root=args.data_root, skip_bad_images=args.skip_bad_images)
 
 
 def _sigma(text: str) -> float | str:
@@ -279,12 +284,14 @@ def benchmark_command(args: argparse.Namespace) -> int:
              "sigma": None if args.sigma is None else _sigma(args.sigma),
              "sigma_per": args.sigma_per, "encoder": args.encoder, "decoder": args.decoder,
              "model_options": model_options or None, "train_size": args.train_size,
-             "data_root": args.data_root, "metrics": args.metrics, "features": args.features,
+             "data_root": args.data_root, "skip_bad_images": args.skip_bad_images,
+             "metrics": args.metrics, "features": args.features,
              "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,
              "device": args.device, "output": args.output, "progress": args.progress}
     config = BenchmarkConfig(**merge_options(file_values, flags))
     try:
-        results = run_benchmark(config, retry_failed=args.retry_failed)
+        results = run_benchmark(config, retry_failed=args.retry_failed,
+                                trust_code=args.trust_code)
     except KeyboardInterrupt:
         return 130
     return 0 if any(r["status"] == "ok" for r in results) else 1

@@ -15,7 +15,9 @@ Terms are reported unweighted: the commitment weight beta is applied by the mode
 State that changes during training (EMA averages, dead-code restarts, usage counts) changes
 only in a training step: a forward pass in training mode with gradients enabled. Calls under
 ``torch.no_grad()`` (reconstructions, encoding a data set for the prior) or in eval mode
-never touch it.
+never touch it. A training step computes everything it returns (codes, residuals, terms,
+straight-through output) with the codebooks as they were when it started; its updates are
+made last and act from the next step on.
 """
 
 from __future__ import annotations
@@ -164,8 +166,9 @@ class VectorQuantizer(_UsageCounter):
     steps is moved onto a random recent encoder output, drawn from a ring buffer of the last
     ``restart_buffer_size`` vectors seen (Dhariwal et al., "Jukebox", 2020, restart codes
     from the batch in the same spirit). With ``ema=True`` its averages restart at N_i = 1,
-    m_i = e_i. The restart happens at the start of a training step, from the statistics of
-    the steps before it; it is sync-free (masked writes, no host round trip).
+    m_i = e_i. The restart happens at the end of a training step, after its EMA update and
+    from the statistics up to it, so that it acts from the next step on; it is sync-free
+    (masked writes, no host round trip).
     """
 
     def __init__(self, num_codes: int, code_dim: int, *, beta: float = 0.25, ema: bool = False,
@@ -222,12 +225,15 @@ class VectorQuantizer(_UsageCounter):
         return F.embedding(indices, self.embedding).movedim(-1, 1)
 
     def forward(self, z: torch.Tensor) -> Quantization:
+        return self.quantize(z)[0]
+
+    def quantize(self, z: torch.Tensor) -> tuple[Quantization, torch.Tensor]:
+        """The :class:`Quantization` of ``z`` and its selected codes (B, D, *grid) without
+        gradient, both from the codebook as it is when called: a training step updates the
+        codebook (EMA, restarts) only after computing them."""
         if z.dim() < 2 or z.shape[1] != self.code_dim:
             raise ValueError(f"the quantizer needs (B, {self.code_dim}, *grid), got "
                              f"{tuple(z.shape)}")
-        step = _training_step(self)
-        if step and self.restart_dead_codes:
-            self._restart()
         rows = _vectors(z)
         flat_indices = self.nearest(rows.detach())
         codes = _grid(F.embedding(flat_indices, self.embedding), z)
@@ -236,10 +242,10 @@ class VectorQuantizer(_UsageCounter):
             terms["codebook"] = _per_sample((z.detach() - codes) ** 2)
         terms["commitment"] = _per_sample((z - codes.detach()) ** 2)
         quantized = z + (codes - z).detach()
-        if step:
+        if _training_step(self):
             self._after_step(rows.detach(), flat_indices)
         indices = flat_indices.view(z.shape[0], *z.shape[2:])
-        return Quantization(quantized, indices, terms)
+        return Quantization(quantized, indices, terms), codes.detach()
 
     # --- training-step updates ------------------------------------------------------------
     @torch.no_grad()
@@ -250,6 +256,7 @@ class VectorQuantizer(_UsageCounter):
         if self.restart_dead_codes:
             self.unused_steps.copy_(torch.where(counts > 0, 0, self.unused_steps + 1))
             self._remember(rows)
+            self._restart()
 
     @torch.no_grad()
     def ema_update(self, rows: torch.Tensor, flat_indices: torch.Tensor,
@@ -311,8 +318,9 @@ class ResidualQuantizer(Quantizer):
 
     r_1 = z_e; level l selects e_l = nearest code of r_l in codebook l; r_{l+1} = r_l -
     sg[e_l]; the output is sum_l e_l with the straight-through gradient. Each level is a
-    :class:`VectorQuantizer` (all options apply per level, e.g. ``ema``); the per-sample terms
-    are summed over levels:
+    :class:`VectorQuantizer` (all options apply per level, e.g. ``ema``); e_l is the code of
+    codebook l as it was before the step, whose EMA update or restarts act from the next
+    step on. The per-sample terms are summed over levels:
 
     * ``"codebook"``: sum_l || sg[r_l] - e_l ||^2 (codebook l gets gradient from level l only)
     * ``"commitment"``: sum_l || r_l - sg[e_l] ||^2 = sum_l || z_e - sg[e_1 + ... + e_l] ||^2,
@@ -338,8 +346,7 @@ class ResidualQuantizer(Quantizer):
         terms: dict[str, torch.Tensor] = {}
         indices = []
         for level in self.levels:
-            q = level(residual)
-            codes = level.codes_from_indices(q.indices).detach()
+            q, codes = level.quantize(residual)
             total = total + codes
             residual = residual - codes
             indices.append(q.indices)

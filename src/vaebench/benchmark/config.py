@@ -61,6 +61,8 @@ class BenchmarkConfig(LikelihoodOptions):
     data_seed: int = Field(0, ge=0, description="seed of the data split / dsprites subset, "
                                                 "the same for every run")
     data_root: str | None = Field(None, description="folder with the MNIST files")
+    skip_bad_images: bool = Field(False, description="leave out unreadable files of an image "
+                                                     "folder (with a warning)")
     metrics: list[str] | None = Field(None, description=f"subset of {', '.join(METRICS)}; "
                                                         "None: every one that applies")
     features: str = Field("classifier", description="feature network of FID / precision / "
@@ -175,7 +177,7 @@ class BenchmarkConfig(LikelihoodOptions):
         """The settings that determine one run's result (not where or how it is shown)."""
         everything = self.to_dict()
         skip = {"models", "datasets", "seeds", "model_options", "output", "device",
-                "progress", "data_root"}
+                "progress", "data_root", "skip_bad_images"}
         out = {"dataset": dataset, "model": model, "seed": seed,
                "model_options": everything["model_options"].get(model, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})

@@ -1,12 +1,19 @@
 """The benchmark report, made from the runs' ``result.json`` files alone.
 
 :func:`write_report` writes, in the benchmark folder: ``results.json`` (one row per run:
-dataset, model, seed, status, error, seconds, every metric flattened to ``group.key``, the
-run's config), ``results.csv`` (the same rows, config flattened to ``config.key``),
+dataset, model, seed, status, error, note, seconds, every metric flattened to ``group.key``,
+the run's config), ``results.csv`` (the same rows, config flattened to ``config.key``),
 ``report.md`` (one table per dataset: mean +/- std over seeds, the best mean of each column
 in bold) and ``figures/{dataset}/`` (reconstructions and samples of every model side by side,
 a latent traversal per model, a bar chart per metric). It needs no data and no model, so it
 can be regenerated at any time (``vaebench benchmark --report-only --output DIR``).
+
+Every ``result.json`` is checked first. A malformed one (not JSON, not an object, a field of
+the wrong type) stands for a failed run whose error names the file and the problem. An ok
+result that lacks a metric group it should have, or has a value that is not a finite number
+where a number belongs (NaN, inf, a string, null), becomes ``"incomplete"``: its ``note``
+says what is wrong, the value is left out of the rows and the means, and the run is not
+counted as ok.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from vaebench.benchmark.config import METRICS
 from vaebench.files import atomic_write, write_json
 
 HIGHER, LOWER = "higher", "lower"
+#: Statuses of the runs whose values are shown: an ok run and an incomplete one (an ok run
+#: with some values missing, each left out on its own).
+SHOWN = ("ok", "incomplete")
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ DIRECTIONS = {c.key: c.better for c in COLUMNS} | {
 BUDGET = ("epochs", "batch_size", "learning_rate", "latent_dim", "likelihood", "sigma",
           "sigma_per", "encoder", "decoder", "train_size", "data_seed", "features", "n_fid",
           "iwae_k", "dsprites_n", "metrics")
-_BASE = ("dataset", "model", "seed", "status", "error", "seconds", "train_seconds",
+_BASE = ("dataset", "model", "seed", "status", "error", "note", "seconds", "train_seconds",
          "eval_seconds", "best_epoch", "best_eval_loss", "n_train", "n_test")
 
 
@@ -82,18 +92,54 @@ _BASE = ("dataset", "model", "seed", "status", "error", "seconds", "train_second
 
 
 def collect_results(output: str | Path) -> list[dict[str, Any]]:
-    """Every readable ``runs/*/*/seed*/result.json`` under ``output``."""
-    from vaebench.benchmark.runner import RESULT_FILE, read_result
+    """Every ``runs/*/*/seed*/result.json`` under ``output``, checked by
+    :func:`review_result`; a malformed one becomes a failed run whose error names the file
+    and the problem (left out, with a warning, outside a ``seed{N}`` folder)."""
+    from vaebench.benchmark.runner import RESULT_FILE, load_result
 
+    output = Path(output)
     results = []
-    for path in sorted(Path(output).glob(f"runs/*/*/seed*/{RESULT_FILE}")):
-        result = read_result(path.parent)
-        if result is None:
-            warnings.warn(f"vaebench: {path} is unreadable and left out of the report",
-                          RuntimeWarning, stacklevel=2)
-            continue
-        results.append(result)
+    for path in sorted(output.glob(f"runs/*/*/seed*/{RESULT_FILE}")):
+        name = path.relative_to(output).as_posix()
+        result, problem = load_result(path.parent)
+        if problem is not None:
+            result = _malformed_run(path, name, problem)
+            if result is None:
+                warnings.warn(f"vaebench: {path} is malformed ({problem}) and left out of the "
+                              "report", RuntimeWarning, stacklevel=2)
+        if result is not None:
+            results.append(review_result(result, name))
     return results
+
+
+def _malformed_run(path: Path, name: str, problem: str) -> dict[str, Any] | None:
+    """A failed run standing for the malformed ``result.json`` at ``path`` (``name``: its
+    path in the benchmark folder), from the folder names; None outside a ``seed{N}`` folder."""
+    seed = re.fullmatch(r"seed(\d+)", path.parent.name)
+    if seed is None:
+        return None
+    return {"dataset": path.parent.parent.parent.name, "model": path.parent.parent.name,
+            "seed": int(seed[1]), "status": "failed", "metrics": {}, "config": {},
+            "error": f"{name} is malformed ({problem}); running the benchmark again "
+                     "redoes the run"}
+
+
+def review_result(result: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """``result`` as the report counts it: an ok result that lacks a metric group it should
+    have, or has a value that is not a finite number where a number belongs, is returned as
+    ``"incomplete"`` with a ``note`` saying what is wrong (in file ``source``)."""
+    from vaebench.benchmark.runner import describe_value, unaccounted_metrics
+
+    if result.get("status") != "ok":
+        return result
+    problems = [f"no {group} metrics (nor an error or a reason why they do not apply)"
+                for group in unaccounted_metrics(result)]
+    problems += [f"{key} is {describe_value(value)}, not a finite number"
+                 for key, value in _fields(result).items() if _not_a_number(key, value)]
+    if not problems:
+        return result
+    note = "; ".join(problems)
+    return {**result, "status": "incomplete", "note": f"{source}: {note}" if source else note}
 
 
 def _flatten(value: Any, prefix: str) -> Iterable[tuple[str, Any]]:
@@ -104,12 +150,28 @@ def _flatten(value: Any, prefix: str) -> Iterable[tuple[str, Any]]:
         yield prefix, value
 
 
-def result_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One flat row: the run's fields, ``group.key`` for every metric, ``metric_error.group``
-    for every metric that failed, and ``config`` (a dict)."""
-    row = {key: result.get(key) for key in _BASE}
+def _fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The run's fields of :data:`_BASE` that ``result`` has and its metrics as
+    ``group.key``, as they are in the file."""
+    fields = {key: result[key] for key in _BASE if key in result}
     for group, values in (result.get("metrics") or {}).items():
-        row.update(_flatten(values, group))
+        fields.update(_flatten(values, group))
+    return fields
+
+
+def _not_a_number(key: str, value: Any) -> bool:
+    """Whether ``value`` is not a finite number where one belongs: a ranked or tabled key
+    (:data:`DIRECTIONS`) or any float (a NaN or an infinity)."""
+    return (key in DIRECTIONS or isinstance(value, float)) and _number(value) is None
+
+
+def result_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One flat row: the run's fields, ``group.key`` for every metric (None for a value
+    that is not a finite number where one belongs: the run's note says what it was),
+    ``metric_error.group`` for every metric that failed, and ``config`` (a dict)."""
+    row = {key: None for key in _BASE}
+    row.update({key: None if _not_a_number(key, value) else value
+                for key, value in _fields(result).items()})
     for group, message in (result.get("metric_errors") or {}).items():
         row[f"metric_error.{group}"] = message
     row["config"] = result.get("config") or {}
@@ -161,9 +223,10 @@ def _number(value: Any) -> float | None:
 
 
 def summarize(rows: list[dict[str, Any]], key: str) -> tuple[float, float, int] | None:
-    """(mean, std, n) of ``key`` over the ok rows that have a finite value; std is the
-    sample standard deviation (ddof=1), NaN for a single value; None without values."""
-    values = [v for v in (_number(r.get(key)) for r in rows if r.get("status") == "ok")
+    """(mean, std, n) of ``key`` over the ok and incomplete rows that have a finite value;
+    std is the sample standard deviation (ddof=1), NaN for a single value; None without
+    values."""
+    values = [v for v in (_number(r.get(key)) for r in rows if r.get("status") in SHOWN)
               if v is not None]
     if not values:
         return None
@@ -209,7 +272,8 @@ def _columns(rows: list[dict[str, Any]]) -> list[Column]:
         if summarize(rows, column.key) is None:
             continue
         if column.key == "likelihood.log_likelihood":
-            ks = sorted({r.get("likelihood.k") for r in rows if r.get("likelihood.k")})
+            ks = sorted({k for r in rows if isinstance(k := r.get("likelihood.k"), int)
+                         and not isinstance(k, bool) and k > 0})
             if ks:
                 column = Column(column.key, f"log p(x) K={'/'.join(map(str, ks))}",
                                 column.better)
@@ -235,8 +299,9 @@ def best_models(rows: list[dict[str, Any]], column: Column, models: list[str]) -
 
 def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -> str:
     """The table of one dataset: a row per model, a column per metric with a value, cells
-    ``mean ± std`` over the model's ok runs (``(n=k)`` when fewer runs have the value), the
-    best mean of each ranked column in bold; models with no ok run read ``failed``."""
+    ``mean ± std`` over the model's ok and incomplete runs (``(n=k)`` when fewer runs have
+    the value), the best mean of each ranked column in bold; models with neither read
+    ``failed``. The ok-runs column counts clean ok runs, naming incomplete ones apart."""
     models = _model_order(rows, order)
     columns = _columns(rows)
     header = ["model", "ok runs"] + [c.label + c.arrow for c in columns]
@@ -246,10 +311,13 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
     for model in models:
         mine = [r for r in rows if r["model"] == model]
         ok = sum(r.get("status") == "ok" for r in mine)
-        cells = [f"`{model}`", f"{ok}/{len(mine)}"]
+        incomplete = sum(r.get("status") == "incomplete" for r in mine)
+        counted = ok + incomplete
+        cells = [f"`{model}`", f"{ok}/{len(mine)}" + (f" ({incomplete} incomplete)"
+                                                     if incomplete else "")]
         for column in columns:
             summary = summarize(mine, column.key)
-            if ok == 0:
+            if counted == 0:
                 cells.append("failed")
             elif summary is None:
                 group = column.key.split(".")[0]
@@ -257,7 +325,7 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
                 cells.append("error" if erred else "–")
             else:
                 mean, std, n = summary
-                text = format_mean_std(mean, std) + (f" (n={n})" if n < ok else "")
+                text = format_mean_std(mean, std) + (f" (n={n})" if n < counted else "")
                 cells.append(f"**{text}**" if model in best[column.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -311,17 +379,19 @@ def _hardware_lines(results: list[dict[str, Any]]) -> list[str]:
 
 def _budget_lines(results: list[dict[str, Any]]) -> list[str]:
     lines = []
+    configs = [result["config"] for result in results if result.get("config")]
     for key in BUDGET:
         values = []
-        for result in results:
-            value = (result.get("config") or {}).get(key)
+        for config in configs:
+            value = config.get(key)
             if value not in values:
                 values.append(value)
         if not values:
             continue
         shown = ", ".join("all" if v is None and key in ("train_size", "metrics") else
                           "each model's default" if v is None else
-                          ", ".join(v) if isinstance(v, list) else str(v) for v in values)
+                          ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+                          for v in values)
         lines.append(f"`{key}` {shown}" + (" (**differs between runs**)" if len(values) > 1
                                            else ""))
     options = {}
@@ -338,18 +408,18 @@ def _feature_line(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> 
     names = {}
     for row in rows:
         name = row.get("sample_quality.features")
-        if name:
+        if name and isinstance(name, str):
             names.setdefault(name, row)
     if not names:
-        reasons = {r.get("not_applicable", {}).get("sample_quality") or
-                   r.get("metric_errors", {}).get("sample_quality") for r in results}
+        reasons = {(r.get("not_applicable") or {}).get("sample_quality") or
+                   (r.get("metric_errors") or {}).get("sample_quality") for r in results}
         reasons.discard(None)
         return ("not computed" + (f" ({_one_line(' / '.join(sorted(reasons)), 200)})"
                                   if reasons else ""))
     parts = []
     for name, row in names.items():
         text = f"`{name}` ({row.get('sample_quality.feature_dim')}-d"
-        accuracy = row.get("sample_quality.feature_test_accuracy")
+        accuracy = _number(row.get("sample_quality.feature_test_accuracy"))
         if accuracy is not None:
             text += f", test accuracy {100 * accuracy:.1f} %"
         text += (f"), {row.get('sample_quality.n')} generated vs "
@@ -364,16 +434,21 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
                   generated: str | None = None) -> str:
     """The text of ``report.md`` for ``results`` (``result.json`` contents); ``figures``
     maps a dataset to (title, relative path) pairs to link."""
+    results = [review_result(r) for r in results]
     datasets, models = _order(results, config)
     rows = [result_row(r) for r in results]
     ok = sum(r.get("status") == "ok" for r in results)
+    incomplete = sum(r.get("status") == "incomplete" for r in results)
+    failed = len(results) - ok - incomplete
     total = sum(_number(r.get("seconds")) or 0.0 for r in results)
     training = sum(_number(r.get("train_seconds")) or 0.0 for r in results)
     generated = generated or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    counts = f"{ok} ok, " + (f"{incomplete} incomplete, " if incomplete else "") + \
+        f"{failed} failed"
     lines = [
         "# vaebench benchmark", "",
-        f"Generated {generated} from {len(results)} runs ({ok} ok, {len(results) - ok} "
-        f"failed): {len(datasets)} dataset(s), {len(models)} model(s), seeds "
+        f"Generated {generated} from {len(results)} runs ({counts}): "
+        f"{len(datasets)} dataset(s), {len(models)} model(s), seeds "
         f"{', '.join(map(str, sorted({r['seed'] for r in results})))}.", "",
         "- **Hardware**: " + "; ".join(_hardware_lines(results)),
         f"- **Total time**: {total:.1f} s summed over the runs ({training:.1f} s training, "
@@ -383,8 +458,10 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
             f"{d}: {_feature_line([r for r in rows if r['dataset'] == d], [r for r in results if r['dataset'] == d])}"  # noqa: E501
             for d in datasets),
         "",
-        "Cells are mean ± sample standard deviation over the ok runs (seeds) of a model; "
-        "`(n=k)` when only k of them have the value. ↑ higher is better, ↓ lower is better; "
+        "Cells are mean ± sample standard deviation over the ok (and incomplete) runs "
+        "(seeds) of a model; `(n=k)` when only k of them have the value. An incomplete run "
+        "says ok but lacks values; each missing one is left out. ↑ higher is better, ↓ "
+        "lower is better; "
         "the best mean of each column is in **bold**. The test loss is each model's own "
         "objective (with its own weights), so it compares models only with the same "
         "objective; ELBO and log p(x) (nats per sample, importance-sampled) compare every "
@@ -394,11 +471,18 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
         mine = [r for r in rows if r["dataset"] == dataset]
         source = [r for r in results if r["dataset"] == dataset]
         lines += ["", f"## {dataset}", "", markdown_table(mine, models), ""]
-        failed = [r for r in source if r.get("status") != "ok"]
+        failed = [r for r in source if r.get("status") not in SHOWN]
         if failed:
             lines += ["**Failed runs**", ""]
             lines += [f"- `{r['model']}` seed {r['seed']}: {_one_line(r.get('error'))}"
                       for r in failed]
+            lines.append("")
+        incomplete = [r for r in source if r.get("status") == "incomplete"]
+        if incomplete:
+            lines += ["**Incomplete runs** (they say ok; the values named are missing from "
+                      "the table and its means)", ""]
+            lines += [f"- `{r['model']}` seed {r['seed']}: {_one_line(r.get('note'), 600)}"
+                      for r in incomplete]
             lines.append("")
         errors = [(r, group, message) for r in source
                   for group, message in (r.get("metric_errors") or {}).items()]
@@ -455,6 +539,8 @@ def write_report(output: str | Path, config: Any = None, *, figures: bool = True
             config = None
     elif hasattr(config, "to_dict"):
         config = config.to_dict()
+    if not isinstance(config, dict):
+        config = None
     datasets, models = _order(results, config)
     rank_d = {d: i for i, d in enumerate(datasets)}
     rank_m = {m: i for i, m in enumerate(models)}
@@ -509,7 +595,7 @@ def make_figures(output: str | Path, results: list[dict[str, Any]],
 
         images: dict[str, tuple[int, dict[str, Any]]] = {}  # model -> (seed, tensors)
         for result in sorted(mine, key=lambda r: r["seed"]):
-            if result.get("status") != "ok" or result["model"] in images:
+            if result.get("status") not in SHOWN or result["model"] in images:
                 continue
             path = output / "runs" / dataset / result["model"] / f"seed{result['seed']}" / \
                 FIGURES_FILE
@@ -541,7 +627,7 @@ def make_figures(output: str | Path, results: list[dict[str, Any]],
                               stacklevel=2)
         for model in names:
             seed, tensors = images[model]
-            note = next((r.get("figures", {}).get("traversal") for r in mine
+            note = next(((r.get("figures") or {}).get("traversal") for r in mine
                          if r["model"] == model and r["seed"] == seed), None)
             if "traversal" not in tensors or not isinstance(note, dict):
                 continue

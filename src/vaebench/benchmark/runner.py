@@ -4,7 +4,8 @@ One run writes ``runs/{dataset}/{model}/seed{seed}/``: ``model/`` (the trained m
 ``history.json``, ``figures.safetensors`` (the images the report's figures are made of) and,
 last and atomically, ``result.json``. A run whose ``result.json`` says ``"ok"`` with the same
 settings is skipped when the benchmark is started again; a failed one is retried only with
-``retry_failed=True``; a run that was interrupted has no ``result.json`` and is redone.
+``retry_failed=True``; a run that was interrupted has no ``result.json`` and is redone, and
+so is one whose ``result.json`` is malformed or says ``"ok"`` without all its metric groups.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import torch
 
-from vaebench.benchmark.config import BenchmarkConfig, dataset_key
+from vaebench.benchmark.config import METRICS, BenchmarkConfig, dataset_key
 from vaebench.files import write_json
 
 RESULT_FILE = "result.json"
@@ -69,13 +70,109 @@ def plan_runs(config: BenchmarkConfig) -> list[Run]:
 
 
 def read_result(folder: str | Path) -> dict[str, Any] | None:
-    """The ``result.json`` of a run folder, or None if it is missing or unreadable."""
+    """The ``result.json`` of a run folder, or None if it is missing, unreadable or
+    malformed (:func:`load_result` says why)."""
+    return load_result(folder)[0]
+
+
+def load_result(folder: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(result, None) for a well-formed ``result.json`` of a run folder, (None, None) when
+    there is none, (None, what is wrong) when it is unreadable or malformed."""
     path = Path(folder) / RESULT_FILE
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) and "status" in result else None
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as err:
+        return None, f"unreadable: {err.strerror or err}"
+    try:
+        result = json.loads(text)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        return None, f"not JSON: {_short(str(err), 100)}"
+    problem = result_problem(result)
+    return (None, problem) if problem else (result, None)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_metric_groups(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(group, dict) for group in value.values())
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(text, str) for text in value.values())
+
+
+#: (field, test, what it must be) of the fields every ``result.json`` has ...
+_REQUIRED = (
+    ("status", lambda value: value in ("ok", "failed"), '"ok" or "failed"'),
+    ("dataset", _is_text, "a string"),
+    ("model", _is_text, "a string"),
+    ("seed", _is_integer, "an integer"),
+    ("config", _is_mapping, "an object"),
+    ("metrics", _is_metric_groups, "an object of metric groups, each an object"),
+)
+#: ... and of those it may leave out or set to null.
+_OPTIONAL = (
+    ("error", _is_text, "a string"),
+    ("metric_errors", _is_messages, "an object of messages"),
+    ("not_applicable", _is_messages, "an object of messages"),
+    ("figures", _is_mapping, "an object"),
+    ("hardware", _is_mapping, "an object"),
+    ("seconds", _is_number, "a number"),
+    ("train_seconds", _is_number, "a number"),
+    ("eval_seconds", _is_number, "a number"),
+)
+
+
+def result_problem(result: Any) -> str | None:
+    """What makes ``result`` (a parsed ``result.json``) malformed, or None: it must be an
+    object whose fields the benchmark and its report read have their types. Metric values
+    are not checked here (the report shows a value that is not a number as missing)."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    for key, valid, expected in _REQUIRED:
+        if key not in result:
+            return f'no "{key}"'
+        if not valid(result[key]):
+            return f'"{key}" is {describe_value(result[key])}, not {expected}'
+    for key, valid, expected in _OPTIONAL:
+        if result.get(key) is not None and not valid(result[key]):
+            return f'"{key}" is {describe_value(result[key])}, not {expected} or null'
+    return None
+
+
+def unaccounted_metrics(result: dict[str, Any]) -> list[str]:
+    """The metric groups an ok ``result`` should have (those its config asks for, every one
+    when it says ``"metrics": null``) but neither has values of, nor an error or a reason
+    why they do not apply; [] for a failed run or a config that does not say."""
+    config = result.get("config") or {}
+    if result.get("status") != "ok" or "metrics" not in config:
+        return []
+    wanted = config["metrics"] if isinstance(config["metrics"], list) else METRICS
+    accounted = {*(result.get("metrics") or {}), *(result.get("metric_errors") or {}),
+                 *(result.get("not_applicable") or {})}
+    return [group for group in wanted if isinstance(group, str) and group not in accounted]
+
+
+def describe_value(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON text (NaN, "abc", null, [...]), shortened to ``limit`` characters."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -112,14 +209,37 @@ def _cpu_name() -> str:
 
 
 def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
-                  stream: TextIO | None = None, report: bool = True) -> list[dict[str, Any]]:
+                  stream: TextIO | None = None, report: bool = True,
+                  trust_code: bool = False) -> list[dict[str, Any]]:
     """Train and evaluate every run of ``config`` not already done, then write the report.
 
     Progress goes to ``stream`` (stdout by default), one line per run. Returns the
     ``result.json`` contents of every planned run, in plan order. A run that fails (an
     exception or a non-finite loss) is recorded as failed and the others go on; an
-    interrupt (Ctrl-C) stops the benchmark, and the next invocation resumes it.
+    interrupt (Ctrl-C) stops the benchmark, and the next invocation resumes it. Networks
+    named by an unregistered import path are refused before any run unless ``trust_code``.
     """
+    from vaebench.nn import trusting_code
+
+    with trusting_code(trust_code):
+        check_networks(config)
+        return _run_all(config, retry_failed, stream, report)
+
+
+def check_networks(config: BenchmarkConfig) -> None:
+    """Raise before any run if a network that some model would build is not allowed."""
+    from vaebench.nn import network_class
+
+    for model in config.models:
+        options = config.model_options.get(model, {})
+        for role in ("encoder", "decoder"):
+            name = options.get(role, getattr(config, role))
+            if name is not None:
+                network_class(role, name)
+
+
+def _run_all(config: BenchmarkConfig, retry_failed: bool, stream: TextIO | None,
+             report: bool) -> list[dict[str, Any]]:
     stream = stream if stream is not None else sys.stdout
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -132,22 +252,14 @@ def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
              f"{len(config.models)} model(s) x {len(config.seed_list)} seed(s)) in {output}")
     for index, run in enumerate(runs, 1):
         prefix = f"[{index}/{len(runs)}] {run}"
-        folder = run.folder(output)
-        previous = read_result(folder)
-        if previous is not None:
-            same = previous.get("config") == _jsonable(config.run_config(run.dataset, run.model,
-                                                                         run.seed))
-            if same and previous["status"] == "ok":
-                say.line(f"{prefix} ... skipping, done")
-                results.append(previous)
-                continue
-            if same and not retry_failed:
-                say.line(f"{prefix} ... skipping, failed before ({_short(previous.get('error'))}"
-                         "); --retry-failed runs it again")
-                results.append(previous)
-                continue
-            if not same:
-                say.line(f"{prefix}: its settings changed since it ran, running it again")
+        kept, reason = _earlier_result(run.folder(output), _jsonable(config.run_config(
+            run.dataset, run.model, run.seed)), retry_failed)
+        if kept is not None:
+            say.line(f"{prefix} ... {reason}")
+            results.append(kept)
+            continue
+        if reason:
+            say.line(f"{prefix}: {reason}")
         if config.progress:
             say.line(f"{prefix} ...")
         else:
@@ -174,10 +286,42 @@ def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
 
         path = write_report(output, config)
         total = sum(r.get("seconds") or 0.0 for r in results)
-        failed = sum(r["status"] != "ok" for r in results)
-        say.line(f"report: {path} ({len(results) - failed} ok, {failed} failed, "
-                 f"{total:.1f} s of runs)")
+        say.line(f"report: {path} ({_counts(results)}, {total:.1f} s of runs)")
     return results
+
+
+def _counts(results: list[dict[str, Any]]) -> str:
+    """"3 ok, 1 incomplete, 0 failed": a run with a missing or non-finite metric value is
+    not counted as ok."""
+    from vaebench.benchmark.report import review_result
+
+    statuses = [review_result(r)["status"] for r in results]
+    incomplete = statuses.count("incomplete")
+    return (f"{statuses.count('ok')} ok, " + (f"{incomplete} incomplete, " if incomplete else "")
+            + f"{statuses.count('failed')} failed")
+
+
+def _earlier_result(folder: Path, run_config: dict[str, Any], retry_failed: bool
+                   ) -> tuple[dict[str, Any] | None, str | None]:
+    """What to do with the ``result.json`` a run left in ``folder``: (result, why) to keep it
+    and skip the run, or (None, why it runs again; None when there is nothing to say)."""
+    previous, problem = load_result(folder)
+    if problem:
+        return None, f"its {RESULT_FILE} is malformed ({problem}), running it again"
+    if previous is None:
+        return None, None
+    if previous["config"] != run_config:
+        return None, "its settings changed since it ran, running it again"
+    if previous["status"] == "failed":
+        if retry_failed:
+            return None, None
+        return previous, (f"skipping, failed before ({_short(previous.get('error'))}); "
+                          "--retry-failed runs it again")
+    missing = unaccounted_metrics(previous)
+    if missing:
+        return None, (f"its result says ok but has no {', '.join(missing)} metrics (nor an "
+                      "error or a reason why they do not apply), running it again")
+    return previous, "skipping, done"
 
 
 class _Say:
@@ -213,7 +357,8 @@ class _Context:
 
         cfg = self.config
         return _once(self._data, dataset, lambda: load_train_test(
-            dataset, train_size=cfg.train_size, seed=cfg.data_seed, data_root=cfg.data_root))
+            dataset, train_size=cfg.train_size, seed=cfg.data_seed, data_root=cfg.data_root,
+            skip_bad_images=cfg.skip_bad_images))
 
     def features(self, dataset: str, sample_shape: tuple[int, ...]):
         """The feature network of the sample-quality metrics for ``dataset`` (once)."""

@@ -44,11 +44,13 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
 
 def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 0,
-                    data_root: str | Path | None = None) -> tuple[ArrayData, ArrayData]:
+                    data_root: str | Path | None = None,
+                    skip_bad_images: bool = False) -> tuple[ArrayData, ArrayData]:
     """(train, test) as ``vaebench train`` and ``vaebench benchmark`` use them: a bundled
     dataset's splits (dsprites: ``train_size`` generated images and a quarter as many, at
     least 1000, for the test), or user data split 90 / 10 by ``seed``; then the first
-    ``train_size`` training samples."""
+    ``train_size`` training samples. ``skip_bad_images``: leave out (with a warning) the
+    unreadable files of an image folder instead of failing."""
     if dataset == "dsprites":  # generated: draw only the images the run uses
         n = train_size or DSPRITES_TRAIN_SIZE
         train = as_data(load_dataset("dsprites", "train", n=n, seed=seed), name="train data")
@@ -58,7 +60,7 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
         train = as_data(load_dataset(dataset, "train", root=data_root), name="train data")
         test = as_data(load_dataset(dataset, "test", root=data_root), name="test data")
     else:
-        data = as_data(dataset, name=str(dataset))
+        data = as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         n_test = max(1, len(data) // 10)
         test = data.subset(order[:n_test], "test data")

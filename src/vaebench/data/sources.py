@@ -226,6 +226,15 @@ def _read_image(path: Path, mode: str | None = None) -> np.ndarray:
         raise ValueError(f"unreadable image {path}: {type(err).__name__}: {err}") from err
 
 
+def _open_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file memory-mapped; never unpickled (object arrays are refused)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path} cannot be read as a .npy array of numbers (object arrays "
+                         f"are never unpickled): {err}") from err
+
+
 def _integer_labels(labels: Any, name: str) -> torch.Tensor:
     """Labels as int64; float labels must hold whole numbers (no silent truncation)."""
     array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
@@ -267,7 +276,7 @@ def as_data(data: Any, labels: Any = None, name: str = "data", *,
         if path.is_dir():
             return load_image_folder(path, name, skip_bad_images=skip_bad_images)
         if path.suffix == ".npy" and path.is_file():
-            return ArrayData(np.load(path, mmap_mode="r", allow_pickle=False), y, name)
+            return ArrayData(_open_npy(path), y, name)
         raise ValueError(f"{path} is neither a folder of images nor a .npy file")
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
         return _from_dataset(data, name)

@@ -76,8 +76,9 @@ def registered_networks() -> dict[str, type[nn.Module]]:
 @contextlib.contextmanager
 def trusting_code(trust: bool = True) -> Iterator[None]:
     """Within the block, configs may import and build unregistered ``module:Class`` paths
-    when ``trust`` is true."""
-    token = _TRUST_CODE.set(bool(trust))
+    when ``trust`` is true. Trust only widens: ``trusting_code(False)`` inside a trusting
+    block (a benchmark run with ``--trust-code`` building its models) keeps the trust."""
+    token = _TRUST_CODE.set(bool(trust) or _TRUST_CODE.get())
     try:
         yield
     finally:
