@@ -12,8 +12,10 @@ import warnings
 
 import pytest
 import torch
+from test_trainer import _config as _trainer_config
+from test_trainer import _model
 
-from vaebench import Trainer, TrainerConfig, create_model, load_model
+from vaebench import Trainer, create_model, load_model
 from vaebench.cli import main
 from vaebench.data import load_dataset
 from vaebench.models import VAE
@@ -26,14 +28,8 @@ def digits():
     return x_train[:512]
 
 
-def _model(seed=0, **kw):
-    torch.manual_seed(seed)
-    return create_model("vae", input_dim=(1, 8, 8), latent_dim=4, likelihood="bernoulli",
-                        encoder_kwargs={"hidden": [32]}, decoder_kwargs={"hidden": [32]}, **kw)
-
-
 def _config(**kw):
-    return TrainerConfig(**{"epochs": 4, "batch_size": 64, "progress": False, **kw})
+    return _trainer_config(**{"epochs": 4, **kw})
 
 
 def _weights_equal(a, b):
@@ -75,7 +71,7 @@ def test_resume_keeps_a_best_model_from_before_the_checkpoint(digits, tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_config(digits, tmp_path):
     Trainer(_model(), _config(epochs=1, output_dir=str(tmp_path))).fit(digits)
     other = create_model("vae", input_dim=(1, 8, 8), latent_dim=3, likelihood="bernoulli",
-                         encoder_kwargs={"hidden": [32]}, decoder_kwargs={"hidden": [32]})
+                         encoder_kwargs={"hidden": [64]}, decoder_kwargs={"hidden": [64]})
     with pytest.raises(ValueError, match="latent_dim: 4 there, 3 here"):
         Trainer(other, _config(epochs=2)).fit(
             digits, resume_from=tmp_path / "checkpoints" / "epoch_0001")
@@ -83,7 +79,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(digits, tmp_path):
     payload = json.loads(state.read_text())
     payload["history"] = "not a list"
     state.write_text(json.dumps(payload))
-    with pytest.raises(ValueError, match="'history' is missing or has the wrong type"):
+    with pytest.raises(ValueError, match="field 'history' must be a list of epoch records"):
         Trainer(_model(), _config(epochs=2)).fit(digits, resume_from=state.parent)
 
 
@@ -105,7 +101,7 @@ class _BlowsUpAtUpdate(VAE):
 def _blowing_model(at):
     torch.manual_seed(0)
     cfg = VAE.config_class(input_dim=(1, 8, 8), latent_dim=4, likelihood="bernoulli",
-                           encoder_kwargs={"hidden": [32]}, decoder_kwargs={"hidden": [32]})
+                           encoder_kwargs={"hidden": [64]}, decoder_kwargs={"hidden": [64]})
     return _BlowsUpAtUpdate(cfg, at=at)
 
 

@@ -52,6 +52,29 @@ def write_json(path: str | Path, payload: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
+def read_json_object(path: str | Path, what: str,
+                     fields: dict[str, tuple[type | tuple[type, ...], str]]) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``what``), checked to have each of ``fields`` with its
+    type: ``{name: (type, what the value must be)}``. Errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}: not a {what}")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is corrupt (not valid JSON): {err}") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a {what}: it holds a JSON {type(payload).__name__}, "
+                         "not an object")
+    for name, (kind, meaning) in fields.items():
+        if name not in payload:
+            raise ValueError(f"{path} is not a {what}: it has no field {name!r}")
+        if not isinstance(payload[name], kind):
+            shown = json.dumps(payload[name])[:60]
+            raise ValueError(f"{path}: field {name!r} must be {meaning}, got {shown}")
+    return payload
+
+
 @contextlib.contextmanager
 def replacing_folder(path: str | Path, owns: Callable[[str], bool]) -> Iterator[Path]:
     """Yield a new empty folder; when the block succeeds it replaces ``path`` as a whole.

@@ -12,7 +12,6 @@ by import path is imported only with ``trust_code=True``.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,13 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from vaebench.files import atomic_write, recover_folder, replacing_folder, write_json
+from vaebench.files import (
+    atomic_write,
+    read_json_object,
+    recover_folder,
+    replacing_folder,
+    write_json,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -71,22 +76,10 @@ def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     """The checked contents of a model folder's ``config.json``."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved vaebench model")
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is corrupt (not valid JSON): {err}") from err
-    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise ValueError(f"{path} is not a vaebench model config (needs 'model' and 'config')")
-    if not isinstance(payload["model"], str):
-        raise ValueError(f"{path}: field 'model' must be a model name (a string), got "
-                         f"{payload['model']!r}")
-    if not isinstance(payload["config"], dict):
-        raise ValueError(f"{path}: field 'config' must be a mapping of config fields, got "
-                         f"{type(payload['config']).__name__}")
-    return payload
+    return read_json_object(Path(directory) / CONFIG_FILE, "saved vaebench model", {
+        "model": (str, "a model name (a string)"),
+        "config": (dict, "a mapping of config fields"),
+    })
 
 
 def build_config(cls: type, fields: dict[str, Any], source: Path) -> Any:

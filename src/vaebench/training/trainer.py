@@ -3,7 +3,6 @@ clipping, seeding, best-model tracking, history and checkpoints."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from vaebench.data import ArrayData, as_data
 from vaebench.evaluation import evaluating
-from vaebench.files import replacing_folder
+from vaebench.files import read_json_object, replacing_folder
 from vaebench.models.base import Autoencoder
 from vaebench.serialization import (
     is_model_file,
@@ -372,9 +371,13 @@ class Trainer:
 
 STATE_FILE = "trainer_state.json"
 BEST_WEIGHTS_FILE = "best_model.safetensors"
-_STATE_FIELDS = {"epoch": int, "optimizers": dict, "schedulers": dict, "shuffle_rng": list,
-                 "torch_rng": list, "history": list, "best_eval_loss": (int, float),
-                 "best_epoch": (int, type(None))}
+_STATE_FIELDS = {
+    "epoch": (int, "an integer"), "optimizers": (dict, "a mapping"),
+    "schedulers": (dict, "a mapping"), "shuffle_rng": (list, "a list of bytes"),
+    "torch_rng": (list, "a list of bytes"), "history": (list, "a list of epoch records"),
+    "best_eval_loss": ((int, float), "a number"),
+    "best_epoch": ((int, type(None)), "an integer or null"),
+}
 
 
 def _is_checkpoint_file(name: str) -> bool:
@@ -384,19 +387,7 @@ def _is_checkpoint_file(name: str) -> bool:
 
 def read_checkpoint_state(folder: Path) -> dict[str, Any]:
     """The checked ``trainer_state.json`` of a checkpoint folder."""
-    path = Path(folder) / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {STATE_FILE} in {folder}: not a checkpoint")
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is corrupt: {err}") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} must hold a mapping, got {type(state).__name__}")
-    for field, kind in _STATE_FIELDS.items():
-        if not isinstance(state.get(field), kind):
-            raise ValueError(f"{path}: field {field!r} is missing or has the wrong type")
-    return state
+    return read_json_object(Path(folder) / STATE_FILE, "checkpoint", _STATE_FIELDS)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
