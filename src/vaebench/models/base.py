@@ -166,10 +166,11 @@ class Autoencoder(nn.Module):
         """Per-group optimizer settings a model recommends (e.g. a discriminator's)."""
         return {}
 
-    def training_step(self, x: torch.Tensor, update: Callable[[str, torch.Tensor], None],
+    def training_step(self, x: torch.Tensor, update: Callable[..., None],
                       **inputs: Any) -> ModelOutput:
         """One optimization step on batch ``x``: ``update(group, loss)`` back-propagates
-        ``loss`` and steps the optimizer of ``group``."""
+        ``loss`` and steps the optimizer of ``group``; ``update({group: loss, ...})`` does
+        it for several groups from one graph, all gradients before any step."""
         output = self(x, **inputs)
         update("model", output.loss)
         return output

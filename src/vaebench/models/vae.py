@@ -88,22 +88,39 @@ class VAE(Autoencoder):
         closed form. Variants with another prior or a decomposed KL override this."""
         return {"kl": q.kl_standard_normal()}
 
-    def log_importance_weights(self, x: torch.Tensor, k: int, **inputs: Any) -> torch.Tensor:
-        """log w = log p(x | z) + log p(z) - log q(z | x) for k draws z ~ q(z | x), shape (k, B).
+    def posterior_draws(self, x: torch.Tensor, k: int,
+                        **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` reparameterized draws z ~ q(z | x), shape (k, B, ...), and log q(z | x) of
+        each, shape (k, B). Models with another posterior (flows) override this."""
+        q = self.encode(x, **inputs)
+        z = q.rsample((k,))
+        return z, q.log_prob(z)
 
-        Their mean over draws estimates the ELBO; logsumexp - log k is the importance-weighted
-        bound of Burda, Grosse and Salakhutdinov ("Importance Weighted Autoencoders", ICLR
-        2016). All k * B codes are decoded in one call. Gradients flow (the reparameterized
-        draws), so training objectives may use it; the metrics call it under no_grad.
+    def importance_terms(self, x: torch.Tensor, k: int,
+                         **inputs: Any) -> dict[str, torch.Tensor]:
+        """For k draws z ~ q(z | x): ``log_px`` = log p(x | z), ``log_pz`` = log p(z) and
+        ``log_qz`` = log q(z | x), each of shape (k, B).
+
+        All k * B codes are decoded in one call. Gradients flow (the draws are
+        reparameterized), so training objectives use it; the metrics call it under no_grad.
         ``inputs`` (e.g. labels) go to the encoder and, repeated k times, to the decoder.
         """
         if k < 1:
             raise ValueError(f"k must be a positive number of draws, got {k}")
-        q = self.encode(x, **inputs)
-        z = q.rsample((k,))
+        z, log_qz = self.posterior_draws(x, k, **inputs)
         repeated = {name: value.repeat(k, *(1,) * (value.dim() - 1))
                     for name, value in inputs.items()}
         params = self.decode(z.flatten(0, 1), **repeated)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
         log_px = -self.likelihood.nll(params, x_rep).view(k, x.shape[0])
-        return log_px + self.prior.log_prob(z) - q.log_prob(z)
+        return {"log_px": log_px, "log_pz": self.prior.log_prob(z), "log_qz": log_qz}
+
+    def log_importance_weights(self, x: torch.Tensor, k: int, **inputs: Any) -> torch.Tensor:
+        """log w = log p(x | z) + log p(z) - log q(z | x) for k draws z ~ q(z | x), shape (k, B).
+
+        Their mean over draws estimates the ELBO; logsumexp - log k is the importance-weighted
+        bound of Burda, Grosse and Salakhutdinov ("Importance Weighted Autoencoders", ICLR
+        2016). See :meth:`importance_terms`.
+        """
+        terms = self.importance_terms(x, k, **inputs)
+        return terms["log_px"] + terms["log_pz"] - terms["log_qz"]

@@ -246,19 +246,27 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
 
     def _update(self, optimizers, schedulers):
-        """The ``update(group, loss)`` callback handed to ``model.training_step``."""
+        """The ``update`` callback handed to ``model.training_step``.
+
+        ``update(group, loss)`` back-propagates ``loss`` and steps the optimizer of
+        ``group``. ``update({group: loss, ...})`` updates several groups from one graph:
+        each loss reaches only its own group's parameters, and every gradient is computed
+        before any parameter changes (PIWAE's decoder and encoder targets).
+        """
         clip = self.config.grad_clip_norm
 
-        def update(group: str, loss: torch.Tensor) -> None:
-            optimizer = optimizers[group]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                params = [p for g in optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            if _per_step(schedulers[group]):
-                schedulers[group].step()
+        def update(group: str | dict[str, torch.Tensor], loss: torch.Tensor | None = None):
+            losses = {group: loss} if isinstance(group, str) else dict(group)
+            for index, (name, value) in enumerate(losses.items()):
+                optimizers[name].zero_grad(set_to_none=True)
+                inputs = _parameters(optimizers[name]) if len(losses) > 1 else None
+                value.backward(inputs=inputs, retain_graph=index < len(losses) - 1)
+            for name in losses:
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(_parameters(optimizers[name]), clip)
+                optimizers[name].step()
+                if _per_step(schedulers[name]):
+                    schedulers[name].step()
 
         return update
 
@@ -416,6 +424,10 @@ def _check_same_model(model: Autoencoder, folder: Path) -> None:
                           for k in differ[:4])
         raise ValueError(f"checkpoint {folder} was written with another {model.name} config "
                          f"({shown})")
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
 def _per_step(scheduler: Any) -> bool:
