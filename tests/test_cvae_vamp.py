@@ -1,12 +1,16 @@
 """cvae (conditional VAE) and vamp (VampPrior)."""
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from custom_nets import TinyDecoder, TinyEncoder
+from model_checks import (
+    assert_round_trip,
+    assert_training_lowers_the_loss,
+    assert_trains_from_the_cli,
+)
 from references import bernoulli_nll, reference_posterior
 from torch.distributions import (
     Categorical,
@@ -16,13 +20,11 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from vaebench import Trainer, TrainerConfig, create_model, load_model
-from vaebench.cli import main
+from vaebench import Trainer, TrainerConfig, create_model
 from vaebench.data import as_data, load_dataset
 from vaebench.distributions import DiagonalGaussian
 from vaebench.models.vamp import VampPrior
 from vaebench.nn import ConvEncoder
-from vaebench.training import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -225,26 +227,9 @@ def test_training_lowers_the_loss_and_save_load(name, digits, tmp_path):
     torch.manual_seed(0)
     model = _small(name)
     train, test = (x_train, y_train), (x_test, y_test)
-    model.prepare(as_data(train))
-    torch.manual_seed(1)
-    before = evaluate(model, test)["loss"]
-    history = Trainer(model, TrainerConfig(epochs=2, batch_size=64, progress=False)).fit(
-        train, test)
-    assert all(math.isfinite(r["train_loss"]) for r in history)
-    assert history[-1]["eval_loss"] < before
-    model.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    assert loaded.config == model.config
-    model.eval()
+    assert_training_lowers_the_loss(model, train, test)
     inputs = {"labels": y_test[:32]} if name == "cvae" else {}
-    outs, samples = [], []
-    for m in (model, loaded):
-        torch.manual_seed(3)
-        outs.append(m(x_test[:32], **inputs).terms)
-        samples.append(m.generate(8))
-    for key in outs[0]:
-        assert torch.equal(outs[0][key], outs[1][key])
-    assert torch.equal(samples[0], samples[1])
+    assert_round_trip(model, tmp_path / "m", x_test[:32], **inputs)
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "laplace", "continuous_bernoulli",
@@ -271,10 +256,5 @@ def test_invalid_config_names_the_field(name, fields, field):
 
 @pytest.mark.parametrize("name", ["vamp", "cvae"])
 def test_trains_from_the_command_line(name, tmp_path):
-    out = tmp_path / name
-    assert main(["train", "--model", name, "--dataset", "digits", "--latent-dim", "3",
-                 "--epochs", "1", "--likelihood", "bernoulli", "--output", str(out),
-                 "--no-progress"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert math.isfinite(metrics["eval_loss"]) and (out / "samples.png").is_file()
-    assert load_model(out / "model").name == name
+    assert_trains_from_the_cli(name, tmp_path / name, "--latent-dim", "3")
+    assert (tmp_path / name / "samples.png").is_file()

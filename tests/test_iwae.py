@@ -1,20 +1,23 @@
 """iwae, miwae, piwae and ciwae: importance-weighted bounds."""
 
 import copy
-import json
+import io
 import math
 
 import pytest
 import torch
+from model_checks import (
+    assert_round_trip,
+    assert_training_lowers_the_loss,
+    assert_trains_from_the_cli,
+)
 from references import reference_posterior
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
 
-from vaebench import VAE, Trainer, TrainerConfig, VAEConfig, create_model, load_model
-from vaebench.cli import main
+from vaebench import VAE, Trainer, TrainerConfig, VAEConfig, create_model
 from vaebench.data import load_dataset
 from vaebench.distributions import DiagonalGaussian
-from vaebench.training import evaluate
 
 MODELS = ["iwae", "miwae", "piwae", "ciwae"]
 # few draws, so every test stays fast; M != K so that a mix-up of the two shows
@@ -248,31 +251,48 @@ def test_training_lowers_the_loss_and_save_load(name, digits, tmp_path):
     torch.manual_seed(0)
     model = _model(name, latent_dim=4, encoder_kwargs={"hidden": [64]},
                    decoder_kwargs={"hidden": [64]})
-    torch.manual_seed(1)
-    before = evaluate(model, x_test)["loss"]
-    history = Trainer(model, TrainerConfig(epochs=2, batch_size=64, progress=False)).fit(
-        x_train, x_test)
-    assert all(math.isfinite(r["train_loss"]) for r in history)
-    assert history[-1]["eval_loss"] < before
-    model.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    assert type(loaded) is type(model) and loaded.config == model.config
-    model.eval()
-    outputs = []
-    for m in (model, loaded):
-        torch.manual_seed(3)
-        outputs.append(m(x_test[:32]).terms)
-    for key in outputs[0]:
-        assert torch.equal(outputs[0][key], outputs[1][key])
+    assert_training_lowers_the_loss(model, x_train, x_test)
+    assert_round_trip(model, tmp_path / "m", x_test[:32])
 
 
 def test_trains_from_the_command_line(tmp_path):
     for name in MODELS:
-        out = tmp_path / name
-        assert main(["train", "--model", name, "--dataset", "digits", "--epochs", "1",
-                     "--latent-dim", "4", "--likelihood", "bernoulli", "--output", str(out),
-                     "--no-progress"]) == 0
-        metrics = json.loads((out / "metrics.json").read_text())
+        metrics = assert_trains_from_the_cli(name, tmp_path / name, "--latent-dim", "4")
         assert {"recon", "kl", "iw_gap"} <= set(metrics["eval_terms"])
-        assert math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["test_elbo"])
-        assert load_model(out / "model").name == name
+        assert math.isfinite(metrics["test_elbo"])
+
+
+def test_piwae_resumes_exactly_with_both_optimizers(digits, tmp_path):
+    x_train, x_test = digits[0][:256], digits[1][:64]
+    config = {"epochs": 3, "batch_size": 64, "progress": False}
+    torch.manual_seed(0)
+    full = _model("piwae")
+    Trainer(full, TrainerConfig(**config)).fit(x_train, x_test)
+    torch.manual_seed(0)
+    first = _model("piwae")
+    Trainer(first, TrainerConfig(**config, checkpoint_every=1, output_dir=str(tmp_path))).fit(
+        x_train, x_test)
+    torch.manual_seed(5)
+    resumed = _model("piwae")
+    Trainer(resumed, TrainerConfig(**config)).fit(
+        x_train, x_test, resume_from=tmp_path / "checkpoints" / "epoch_0001")
+    checkpoint = tmp_path / "checkpoints" / "epoch_0001"
+    assert sorted(p.name for p in checkpoint.glob("optimizer_*")) == [
+        "optimizer_decoder.safetensors", "optimizer_encoder.safetensors"]
+    for key, value in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value)
+
+
+def test_new_models_run_in_the_benchmark(tmp_path):
+    from vaebench.benchmark import BenchmarkConfig, run_benchmark
+
+    config = BenchmarkConfig(models=["iwae", "piwae", "vae_iaf"], datasets=["digits"], seeds=1,
+                             epochs=1, latent_dim=3, likelihood="bernoulli", iwae_k=4,
+                             metrics=["loss", "likelihood"], train_size=256,
+                             output=str(tmp_path))
+    results = run_benchmark(config, stream=io.StringIO())
+    for result in results:
+        assert result["status"] == "ok", result["error"]
+        likelihood = result["metrics"]["likelihood"]
+        assert math.isfinite(likelihood["log_likelihood"])
+        assert likelihood["log_likelihood"] >= likelihood["elbo"] - 1e-6

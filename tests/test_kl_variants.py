@@ -1,19 +1,21 @@
 """beta_vae, disentangled_beta_vae and beta_tc_vae."""
 
-import json
 import math
 
 import pytest
 import torch
+from model_checks import (
+    assert_round_trip,
+    assert_training_lowers_the_loss,
+    assert_trains_from_the_cli,
+)
 from references import bernoulli_nll, reference_posterior
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaebench import Trainer, TrainerConfig, create_model, load_model
-from vaebench.cli import main
+from vaebench import create_model, load_model
 from vaebench.data import as_data, load_dataset
 from vaebench.distributions import DiagonalGaussian
 from vaebench.models.beta_tc_vae import log_weight_matrix, minibatch_log_densities
-from vaebench.training import evaluate
 
 MODELS = ["beta_vae", "disentangled_beta_vae", "beta_tc_vae"]
 # settings for short runs on the 8x8 digits
@@ -189,26 +191,8 @@ def test_training_lowers_the_loss_and_save_load(name, digits, tmp_path):
     model = create_model(name, input_dim=(1, 8, 8), latent_dim=4, likelihood="bernoulli",
                          encoder_kwargs={"hidden": [64]}, decoder_kwargs={"hidden": [64]},
                          **SHORT_RUN[name])
-    model.prepare(as_data(x_train))
-    torch.manual_seed(1)
-    before = evaluate(model, x_test)["loss"]
-    history = Trainer(model, TrainerConfig(epochs=2, batch_size=64, progress=False)).fit(
-        x_train, x_test)  # 46 steps
-    assert all(math.isfinite(r["train_loss"]) for r in history)
-    assert history[-1]["eval_loss"] < before
-    model.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    assert type(loaded) is type(model) and loaded.config == model.config
-    model.eval()
-    for m in (model, loaded):
-        torch.manual_seed(3)
-        m.outputs = m(x_test[:32])
-    for key in model.outputs.terms:
-        assert torch.equal(model.outputs.terms[key], loaded.outputs.terms[key])
-    torch.manual_seed(4)
-    a = model.generate(5)
-    torch.manual_seed(4)
-    assert torch.equal(a, loaded.generate(5))
+    assert_training_lowers_the_loss(model, x_train, x_test)  # 46 steps
+    assert_round_trip(model, tmp_path / "m", x_test[:32])
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "laplace", "continuous_bernoulli",
@@ -240,10 +224,5 @@ def test_invalid_config_names_the_field(name, fields, field):
 
 def test_trains_from_the_command_line(tmp_path):
     for name in MODELS:
-        out = tmp_path / name
-        assert main(["train", "--model", name, "--dataset", "digits", "--latent-dim", "3",
-                     "--epochs", "1", "--likelihood", "bernoulli", "--output", str(out),
-                     "--no-progress"]) == 0
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert math.isfinite(metrics["eval_loss"]) and (out / "samples.png").is_file()
-        assert load_model(out / "model").name == name
+        assert_trains_from_the_cli(name, tmp_path / name, "--latent-dim", "3")
+        assert (tmp_path / name / "samples.png").is_file()

@@ -11,6 +11,7 @@ from vaebench.models.beta_vae import (
 )
 from vaebench.models.cvae import CVAE, CVAEConfig
 from vaebench.models.factor_vae import FactorVAE, FactorVAEConfig
+from vaebench.models.hvae import HVAE, HVAEConfig
 from vaebench.models.info_vae import InfoVAE, InfoVAEConfig
 from vaebench.models.iwae import (
     CIWAE,
@@ -23,8 +24,10 @@ from vaebench.models.iwae import (
     PIWAEConfig,
 )
 from vaebench.models.msssim_vae import MSSSIMVAE, MSSSIMVAEConfig
+from vaebench.models.poincare_vae import PoincareVAE, PoincareVAEConfig
 from vaebench.models.rae import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
 from vaebench.models.registry import create_model, get_model_class, list_models, register_model
+from vaebench.models.svae import SVAE, SVAEConfig
 from vaebench.models.vae import VAE, VAEConfig
 from vaebench.models.vae_flows import VAEIAF, VAEIAFConfig, VAELinNF, VAELinNFConfig
 from vaebench.models.vamp import VampPriorConfig, VampPriorVAE
@@ -54,3 +57,6 @@ __all__ += ["InfoVAE", "InfoVAEConfig", "MSSSIMVAE", "MSSSIMVAEConfig", "RAEGP",
 __all__ += ["CIWAE", "CIWAEConfig", "IWAE", "IWAEConfig", "MIWAE", "MIWAEConfig", "PIWAE",
             "PIWAEConfig"]
 __all__ += ["VAEIAF", "VAEIAFConfig", "VAELinNF", "VAELinNFConfig"]
+__all__ += ["SVAE", "SVAEConfig"]
+__all__ += ["PoincareVAE", "PoincareVAEConfig"]
+__all__ += ["HVAE", "HVAEConfig"]

@@ -88,6 +88,14 @@ class VAE(Autoencoder):
         closed form. Variants with another prior or a decomposed KL override this."""
         return {"kl": q.kl_standard_normal()}
 
+    def sampled_objective(self, x: torch.Tensor, **inputs: Any) -> Objective:
+        """The negative ELBO at one draw of :meth:`importance_terms`: ``recon`` = -log p(x | z)
+        and the Monte Carlo ``kl`` = log q(z | x) - log p(z), for posteriors whose KL has no
+        closed form (flows, Hamiltonian steps)."""
+        draw = {name: value[0] for name, value in self.importance_terms(x, 1, **inputs).items()}
+        terms = {"recon": -draw["log_px"], "kl": draw["log_qz"] - draw["log_pz"]}
+        return Objective(terms, draw["z"], draw["decoder_params"])
+
     def posterior_draws(self, x: torch.Tensor, k: int,
                         **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``k`` reparameterized draws z ~ q(z | x), shape (k, B, ...), and log q(z | x) of

@@ -53,9 +53,7 @@ class FlowPosteriorVAE(VAE):
         return self.encode(x).rsample_with_log_prob((k,))
 
     def objective(self, x: torch.Tensor) -> Objective:
-        draw = {name: value[0] for name, value in self.importance_terms(x, 1).items()}
-        terms = {"recon": -draw["log_px"], "kl": draw["log_qz"] - draw["log_pz"]}
-        return Objective(terms, draw["z"], draw["decoder_params"])
+        return self.sampled_objective(x)
 
 
 FLOWS: dict[str, type[Flow]] = {"planar": PlanarFlow, "radial": RadialFlow}
