@@ -40,6 +40,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -51,22 +52,41 @@ ROOT = Path(__file__).resolve().parent.parent
 LATENT = 50
 NETWORKS = {"encoder_kwargs": {"hidden": [512]}, "decoder_kwargs": {"hidden": [512]}}
 
-#: key: (label, vaebench model and options, pythae model class, its config fields, trainer)
+class Pair(NamedTuple):
+    """One model in both libraries."""
+
+    label: str
+    ours: str
+    options: dict
+    pythae: str
+    fields: dict
+    trainer: str = "base"  # pythae's trainer: "base" or "coupled" (two optimizers)
+    #: How vaebench's encoder output maps to pythae's: "gaussian" (mean, log-variance),
+    #: "vmf" (direction, raw concentration), or None: pythae builds its own default MLPs
+    #: (when the networks differ, e.g. vaebench's gyroplane decoder layer).
+    heads: str | None = "gaussian"
+
+
 MODELS = {
-    "vae": ("VAE", ("vae", {}), "VAE", {}, "base"),
-    "iwae5": ("IWAE (K=5)", ("iwae", {"k": 5}), "IWAE", {"number_samples": 5}, "base"),
-    "iwae50": ("IWAE (K=50)", ("iwae", {"k": 50}), "IWAE", {"number_samples": 50}, "base"),
-    "miwae": ("MIWAE (M=5, K=10)", ("miwae", {"m": 5, "k": 10}), "MIWAE",
-              {"number_gradient_estimates": 5, "number_samples": 10}, "base"),
-    "piwae": ("PIWAE (M=5, K=10)", ("piwae", {"m": 5, "k": 10}), "PIWAE",
-              {"number_gradient_estimates": 5, "number_samples": 10}, "coupled"),
-    "ciwae": ("CIWAE (K=10, beta=0.5)", ("ciwae", {"k": 10, "beta": 0.5}), "CIWAE",
-              {"number_samples": 10, "beta": 0.5}, "base"),
-    "linnf": ("VAE + 2 planar flows", ("vae_linnf", {"flows": ["planar", "planar"]}),
-              "VAE_LinNF", {"flows": ["Planar", "Planar"]}, "base"),
-    "iaf": ("VAE-IAF (2 MADE blocks)",
-            ("vae_iaf", {"iaf_steps": 2, "made_hidden": [128] * 3, "context_dim": 0}), "VAE_IAF",
-            {"n_made_blocks": 2, "n_hidden_in_made": 3, "hidden_size": 128}, "base"),
+    "vae": Pair("VAE", "vae", {}, "VAE", {}),
+    "iwae5": Pair("IWAE (K=5)", "iwae", {"k": 5}, "IWAE", {"number_samples": 5}),
+    "iwae50": Pair("IWAE (K=50)", "iwae", {"k": 50}, "IWAE", {"number_samples": 50}),
+    "miwae": Pair("MIWAE (M=5, K=10)", "miwae", {"m": 5, "k": 10}, "MIWAE",
+                  {"number_gradient_estimates": 5, "number_samples": 10}),
+    "piwae": Pair("PIWAE (M=5, K=10)", "piwae", {"m": 5, "k": 10}, "PIWAE",
+                  {"number_gradient_estimates": 5, "number_samples": 10}, "coupled"),
+    "ciwae": Pair("CIWAE (K=10, beta=0.5)", "ciwae", {"k": 10, "beta": 0.5}, "CIWAE",
+                  {"number_samples": 10, "beta": 0.5}),
+    "linnf": Pair("VAE + 2 planar flows", "vae_linnf", {"flows": ["planar", "planar"]},
+                  "VAE_LinNF", {"flows": ["Planar", "Planar"]}),
+    "iaf": Pair("VAE-IAF (2 MADE blocks)", "vae_iaf",
+                {"iaf_steps": 2, "made_hidden": [128] * 3, "context_dim": 0}, "VAE_IAF",
+                {"n_made_blocks": 2, "n_hidden_in_made": 3, "hidden_size": 128}),
+    "svae": Pair("SVAE", "svae", {}, "SVAE", {}, heads="vmf"),
+    "poincare": Pair("Poincaré VAE (wrapped normal, c=1)", "poincare_vae", {}, "PoincareVAE",
+                     {"curvature": 1.0}, heads=None),
+    "hvae": Pair("HVAE (3 leapfrog steps)", "hvae", {}, "HVAE",
+                 {"n_lf": 3, "eps_lf": 0.001, "beta_zero": 0.3}),
 }
 
 
@@ -91,8 +111,9 @@ def train_vaebench(name, options, x_train, x_test, epochs, seed, device):
     return model, initial, (time.perf_counter() - start) / epochs
 
 
-def pythae_model(initial, cls_name, fields):
-    """A pythae model of class ``cls_name`` around copies of vaebench's initial networks."""
+def pythae_model(initial, pair: Pair):
+    """pythae's model ``pair.pythae`` around copies of vaebench's initial networks (or its
+    own default networks when ``pair.heads`` is None)."""
     import pythae.models as pm
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
@@ -103,7 +124,10 @@ def pythae_model(initial, cls_name, fields):
             self.net = copy.deepcopy(initial.encoder)
 
         def forward(self, x):
-            mean, log_var = self.net(x)[:, :2 * LATENT].chunk(2, dim=1)
+            out = self.net(x)
+            if pair.heads == "vmf":
+                return ModelOutput(embedding=out[:, :LATENT], log_concentration=out[:, LATENT:])
+            mean, log_var = out[:, :2 * LATENT].chunk(2, dim=1)
             return ModelOutput(embedding=mean, log_covariance=log_var)
 
     class Decoder(BaseDecoder):
@@ -114,10 +138,13 @@ def pythae_model(initial, cls_name, fields):
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
-    config_cls = getattr(pm, f"{cls_name}Config", None) or getattr(pm, f"{cls_name}_Config")
+    name = pair.pythae
+    config_cls = getattr(pm, f"{name}Config", None) or getattr(pm, f"{name}_Config")
     config = config_cls(input_dim=(1, 28, 28), latent_dim=LATENT, reconstruction_loss="bce",
-                        **fields)
-    return getattr(pm, cls_name)(config, encoder=Encoder(), decoder=Decoder())
+                        **pair.fields)
+    if pair.heads is None:
+        return getattr(pm, name)(config)
+    return getattr(pm, name)(config, encoder=Encoder(), decoder=Decoder())
 
 
 def train_pythae(model, trainer_kind, x_train, x_test, epochs, seed, device):
@@ -151,31 +178,33 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def compare(spec, data, args) -> dict:
-    label, (name, options), cls_name, fields, trainer_kind = spec
+def compare(pair: Pair, data, args) -> dict:
     x_train, x_test = data
     device = args.device
-    ours, initial, ours_epoch = train_vaebench(name, options, x_train, x_test, args.epochs,
-                                               args.seed, device)
+    ours, initial, ours_epoch = train_vaebench(pair.ours, pair.options, x_train, x_test,
+                                               args.epochs, args.seed, device)
     nll_x = x_test[:args.nll_images].to(device)
     ours_nll, ours_nll_s = timed(lambda: -float(log_likelihood(
         ours, nll_x, k=args.k, seed=args.seed).mean()))
-    row = {"model": label, "vaebench": name, "options": options,
+    row = {"model": pair.label, "vaebench": pair.ours, "options": pair.options,
            "vaebench_nll": ours_nll, "vaebench_s_per_epoch": ours_epoch,
            "vaebench_nll_s": ours_nll_s}
     try:
-        theirs = pythae_model(initial, cls_name, fields)
+        theirs = pythae_model(initial, pair)
     except ImportError:
-        print(f"{label}: pythae is not installed, its side is skipped")
+        print(f"{pair.label}: pythae is not installed, its side is skipped")
         return row
-    theirs, their_epoch = train_pythae(theirs, trainer_kind, x_train, x_test, args.epochs,
+    theirs, their_epoch = train_pythae(theirs, pair.trainer, x_train, x_test, args.epochs,
                                        args.seed, device)
     torch.manual_seed(args.seed)
-    with torch.no_grad():
+    # no_grad spares pythae's get_nll the autograd graphs it would build; its Hamiltonian
+    # models need gradients of log p(x, z) inside it
+    hamiltonian = pair.pythae in ("HVAE", "RHVAE")
+    with contextlib.nullcontext() if hamiltonian else torch.no_grad():
         # get_nll returns the mean log p(x) estimate, despite its name
         their_nll, their_nll_s = timed(lambda: -float(theirs.get_nll(
             nll_x, n_samples=args.k, batch_size=args.k)))
-    row.update(pythae=cls_name, pythae_options=fields, pythae_nll=their_nll,
+    row.update(pythae=pair.pythae, pythae_options=pair.fields, pythae_nll=their_nll,
                pythae_s_per_epoch=their_epoch, pythae_nll_s=their_nll_s)
     return row
 
