@@ -65,6 +65,9 @@ class Pair(NamedTuple):
     #: "vmf" (direction, raw concentration), or None: pythae builds its own default MLPs
     #: (when the networks differ, e.g. vaebench's gyroplane decoder layer).
     heads: str | None = "gaussian"
+    #: pythae's HVAE reads its decoder's output as Bernoulli logits, the others as
+    #: probabilities.
+    decoder_logits: bool = False
 
 
 MODELS = {
@@ -86,7 +89,7 @@ MODELS = {
     "poincare": Pair("Poincaré VAE (wrapped normal, c=1)", "poincare_vae", {}, "PoincareVAE",
                      {"curvature": 1.0}, heads=None),
     "hvae": Pair("HVAE (3 leapfrog steps)", "hvae", {}, "HVAE",
-                 {"n_lf": 3, "eps_lf": 0.001, "beta_zero": 0.3}),
+                 {"n_lf": 3, "eps_lf": 0.001, "beta_zero": 0.3}, decoder_logits=True),
 }
 
 
@@ -136,7 +139,9 @@ def pythae_model(initial, pair: Pair):
             self.net = copy.deepcopy(initial.decoder)
 
         def forward(self, z):
-            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+            logits = self.net(z)
+            return ModelOutput(reconstruction=logits if pair.decoder_logits else
+                               torch.sigmoid(logits))
 
     name = pair.pythae
     config_cls = getattr(pm, f"{name}Config", None) or getattr(pm, f"{name}_Config")

@@ -20,7 +20,7 @@ from vaebench.distributions import (
     WrappedNormal,
 )
 from vaebench.manifolds import PoincareBall, log_sinhc
-from vaebench.metrics import likelihood_report
+from vaebench.metrics import likelihood_report, log_likelihood
 from vaebench.models.poincare_vae import GyroplaneLayer
 from vaebench.training import evaluate
 
@@ -344,11 +344,11 @@ def test_wrapped_objective_equals_an_independent_computation():
     torch.manual_seed(2)
     out = model(x)
     torch.manual_seed(2)
-    tangent, raw_scale = model.encoder(x).split([d, d], dim=1)
+    tangent, raw_scale = model.encoder(x).double().split([d, d], dim=1)  # the ball: float64
     size = tangent.norm(dim=1, keepdim=True)
     loc = torch.tanh(math.sqrt(c) * size) * tangent / (math.sqrt(c) * size)
     scale = F.softplus(raw_scale) + 1e-5
-    v = scale * torch.randn(9, d)
+    v = scale * torch.randn(9, d, dtype=torch.float64)
     z = model.ball.expmap(loc, (1 - c * (loc**2).sum(1, keepdim=True)) / 2 * v)
     r, r0 = v.norm(dim=1), _distance_from_origin(c, z)
     log_q = Normal(0.0, scale).log_prob(v).sum(1) \
@@ -356,7 +356,7 @@ def test_wrapped_objective_equals_an_independent_computation():
     log_p = -0.5 * r0**2 - 0.5 * d * math.log(2 * math.pi) \
         - (d - 1) * torch.log(torch.sinh(math.sqrt(c) * r0) / (math.sqrt(c) * r0))
     torch.testing.assert_close(out.z, z)
-    torch.testing.assert_close(out.terms["kl"], log_q - log_p, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.terms["kl"], (log_q - log_p).float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.terms["recon"], bernoulli_nll(model.decoder(z), x))
     torch.testing.assert_close(out.loss, (out.terms["recon"] + out.terms["kl"]).mean())
     assert set(out.terms) == {"recon", "kl"}
@@ -441,3 +441,20 @@ def test_invalid_config_names_the_field(fields, field):
 def test_ball_refuses_a_nonpositive_curvature():
     with pytest.raises(ValueError, match="curvature"):
         PoincareBall(-1.0)
+
+
+def test_prior_draws_in_50_dimensions_are_not_clipped():
+    """pythae's MNIST setting (d = 50): the prior's draws lie at distance ~ chi_50 from the
+    origin (mean 7.04), beyond what a float32 ball holds (about 6.2); the ball runs in
+    float64, so they keep their law and the importance weights stay those of a density."""
+    d = 50
+    model = _model(latent_dim=d)
+    torch.manual_seed(0)
+    z = model.prior.sample(4000)
+    distance = _distance_from_origin(1.0, z)
+    chi_mean = math.sqrt(2) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+    assert abs(float(distance.mean()) - chi_mean) < 0.05
+    assert float(distance.max()) < 12.0
+    x = (torch.rand(16, 1, 8, 8) > 0.5).float()
+    log_px = log_likelihood(model, x, k=64, seed=0)
+    assert bool((log_px < 0).all())  # a probability of binary data

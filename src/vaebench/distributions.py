@@ -570,17 +570,19 @@ class BallPrior:
     """p(z): a wrapped or Riemannian normal (``family``) at the origin of ``ball`` with unit
     scale (Mathieu et al. 2019, Sec. 3.1)."""
 
-    def __init__(self, family: type[_BallNormal], ball: PoincareBall, dim: int):
+    def __init__(self, family: type[_BallNormal], ball: PoincareBall, dim: int,
+                 dtype: torch.dtype | None = None):
         self.family = family
         self.ball = ball
         self.event_shape = (dim,)
+        self.dtype = dtype  # of its samples; None: torch's default
 
     def _at_origin(self, device: torch.device | str, dtype: torch.dtype) -> _BallNormal:
         return self.family(torch.zeros(self.event_shape, dtype=dtype, device=device),
                            torch.ones(1, dtype=dtype, device=device), self.ball)
 
     def sample(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        return self._at_origin(device, torch.get_default_dtype()).rsample((n,))
+        return self._at_origin(device, self.dtype or torch.get_default_dtype()).rsample((n,))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for z of shape (..., d), shape (...,)."""

@@ -19,6 +19,12 @@ from vaebench.nn import build_network
 BALL_NORMALS = {"wrapped_normal": WrappedNormal, "riemannian_normal": RiemannianNormal}
 #: Added to the softplus of the encoder's scale output, so that the scale stays positive.
 MIN_SCALE = 1e-5
+#: The ball's computations (posterior, prior, gyroplanes) run in float64: a float32 point can
+#: be at most about 6.2 / sqrt(c) from the origin, less than the typical distance sqrt(d) of a
+#: unit-scale prior draw once d exceeds about 36 (pythae's MNIST setting has d = 50), and
+#: clipped draws no longer follow the densities their weights are computed with. In float64
+#: the limit is about 12.2 / sqrt(c).
+BALL_DTYPE = torch.float64
 
 BallNormalName = Literal["wrapped_normal", "riemannian_normal"]
 
@@ -52,10 +58,12 @@ class GyroplaneLayer(nn.Module):
         self.normals = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        p = self.ball.expmap0(self.offsets)
-        a = self.ball.transport_from_origin(p, self.normals)
+        """Computed in z's dtype (the ball's), returned in the layer's (the network's)."""
+        p = self.ball.expmap0(self.offsets.to(z.dtype))
+        a = self.ball.transport_from_origin(p, self.normals.to(z.dtype))
         distance = self.ball.signed_gyroplane_distance(z.unsqueeze(-2), p, a)
-        return self.ball.conformal_factor(p).squeeze(-1) * a.norm(dim=-1) * distance
+        features = self.ball.conformal_factor(p).squeeze(-1) * a.norm(dim=-1) * distance
+        return features.to(self.normals.dtype)
 
 
 @register_model
@@ -80,7 +88,8 @@ class PoincareVAE(VAE):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.prior = BallPrior(BALL_NORMALS[self.config.prior], self.ball, self.config.latent_dim)
+        self.prior = BallPrior(BALL_NORMALS[self.config.prior], self.ball, self.config.latent_dim,
+                               dtype=BALL_DTYPE)
 
     @property
     def ball(self) -> PoincareBall:
@@ -106,9 +115,17 @@ class PoincareVAE(VAE):
         return nn.Sequential(GyroplaneLayer(cfg.latent_dim, cfg.gyroplanes, cfg.curvature), net)
 
     def posterior(self, params: torch.Tensor) -> WrappedNormal | RiemannianNormal:
-        tangent, raw_scale = params.split([self.config.latent_dim, self._scale_features], dim=1)
+        tangent, raw_scale = params.to(BALL_DTYPE).split(
+            [self.config.latent_dim, self._scale_features], dim=1)
         scale = F.softplus(raw_scale) + MIN_SCALE
         return BALL_NORMALS[self.config.posterior](self.ball.expmap0(tangent), scale, self.ball)
 
     def kl_terms(self, q: Any, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"kl": q.log_prob(z) - self.prior.log_prob(z)}
+        """log q(z | x) - log p(z) at the draw, computed in the ball's dtype."""
+        kl = q.log_prob(z) - self.prior.log_prob(z)
+        return {"kl": kl.to(self.likelihood_dtype)}
+
+    @property
+    def likelihood_dtype(self) -> torch.dtype:
+        """The dtype of the networks, in which the loss terms are returned."""
+        return next(self.decoder.parameters()).dtype
