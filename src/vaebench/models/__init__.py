@@ -27,6 +27,7 @@ from vaebench.models.msssim_vae import MSSSIMVAE, MSSSIMVAEConfig
 from vaebench.models.poincare_vae import PoincareVAE, PoincareVAEConfig
 from vaebench.models.rae import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
 from vaebench.models.registry import create_model, get_model_class, list_models, register_model
+from vaebench.models.rhvae import RHVAE, RHVAEConfig
 from vaebench.models.svae import SVAE, SVAEConfig
 from vaebench.models.vae import VAE, VAEConfig
 from vaebench.models.vae_flows import VAEIAF, VAEIAFConfig, VAELinNF, VAELinNFConfig
@@ -60,3 +61,4 @@ __all__ += ["VAEIAF", "VAEIAFConfig", "VAELinNF", "VAELinNFConfig"]
 __all__ += ["SVAE", "SVAEConfig"]
 __all__ += ["PoincareVAE", "PoincareVAEConfig"]
 __all__ += ["HVAE", "HVAEConfig"]
+__all__ += ["RHVAE", "RHVAEConfig"]
