@@ -67,7 +67,7 @@ def first_failure(library: str, seed: int, data: tuple[torch.Tensor, torch.Tenso
         for step, batch in enumerate(train[torch.randperm(len(train))].split(64)):
             try:
                 loss = loss_of(model, batch)
-            except RuntimeError as err:
+            except (RuntimeError, ValueError) as err:  # NaN reaching torch.distributions
                 return f"epoch {epoch} step {step}: {str(err).splitlines()[0][:90]}"
             if not math.isfinite(loss.item()):
                 return f"epoch {epoch} step {step}: train loss {loss.item()}"
@@ -80,7 +80,7 @@ def first_failure(library: str, seed: int, data: tuple[torch.Tensor, torch.Tenso
         for batch in test.split(64):
             try:
                 loss = loss_of(model, batch)
-            except RuntimeError as err:
+            except (RuntimeError, ValueError) as err:  # NaN reaching torch.distributions
                 return f"epoch {epoch} eval: {str(err).splitlines()[0][:90]}"
             if not math.isfinite(loss.item()):
                 return f"epoch {epoch} eval: eval loss {loss.item()}"
