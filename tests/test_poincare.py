@@ -194,6 +194,24 @@ def test_gyroplane_distance_is_the_distance_to_the_gyroplane():
     assert abs(layer(on_plane.unsqueeze(0))[0, 0].item()) < 1e-10
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pairwise_gyroplane_distances_equal_the_definition(dtype):
+    """The matrix-product form equals the definition through an explicit Möbius addition,
+    also for points near the boundary."""
+    ball = PoincareBall(0.8)
+    z = torch.cat([_inside(ball, 30, 6, dtype), _inside(ball, 10, 6, dtype, reach=0.999)])
+    p, a = _inside(ball, 7, 6, dtype), torch.randn(7, 6, dtype=dtype)
+    w = ball.mobius_add(-p, z[:, None])  # (30 + 10, 7, 6)
+    squeeze = 1 - ball.c * w.pow(2).sum(-1)
+    reference = torch.asinh(2 * ball.sqrt_c * (w * a).sum(-1) / (squeeze * a.norm(dim=-1)))
+    tolerance = {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else \
+        {"rtol": 1e-3, "atol": 1e-3}
+    torch.testing.assert_close(ball.gyroplane_distances(z, p, a), reference / ball.sqrt_c,
+                               **tolerance)
+    torch.testing.assert_close(ball.signed_gyroplane_distance(z[:, None], p, a),
+                               ball.gyroplane_distances(z, p, a), **tolerance)
+
+
 # --- the distributions ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("d", [2, 3])

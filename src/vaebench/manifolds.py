@@ -133,8 +133,34 @@ class PoincareBall:
         sign(<w, a>) arsinh(2 sqrt(c) |<w, a>| / ((1 - c |w|^2) |a|)) / sqrt(c),
         w = (-p) (+)_c z. Shapes broadcast: z (..., d), p and a (..., d) -> (...,).
         """
-        w = self.mobius_add(-p, z)
-        inner = (w * a).sum(-1)
-        squeeze = (1 - self.c * w.pow(2).sum(-1)).clamp_min(MIN_NORM)
-        argument = 2 * self.sqrt_c * inner / (squeeze * norm(a).squeeze(-1))
-        return torch.asinh(argument) / self.sqrt_c
+        def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return (u * v).sum(-1)
+
+        return self._gyroplane_distance(dot(p, z), dot(a, z), dot(p, a), dot(p, p), dot(z, z),
+                                        norm(a).squeeze(-1))
+
+    def gyroplane_distances(self, z: torch.Tensor, p: torch.Tensor,
+                            a: torch.Tensor) -> torch.Tensor:
+        """Signed distances from every z (..., d) to every gyroplane (p_k, a_k), p and a of
+        shape (K, d): (..., K), :meth:`signed_gyroplane_distance` computed from inner
+        products by matrix products, without forming (..., K, d) tensors."""
+        return self._gyroplane_distance(z @ p.T, z @ a.T, (p * a).sum(-1), p.pow(2).sum(-1),
+                                        z.pow(2).sum(-1, keepdim=True), norm(a).squeeze(-1))
+
+    def _gyroplane_distance(self, pz, az, pa, p2, z2, a_norm) -> torch.Tensor:
+        """The gyroplane distance from inner products: w = (-p) (+)_c z = (A (-p) + B z) / D
+        with A = 1 - 2c <p,z> + c |z|^2, B = 1 - c |p|^2, D = 1 - 2c <p,z> + c^2 |p|^2 |z|^2
+        (Möbius addition, Ganea et al. 2018, Sec. 2.2), so <w, a> and |w|^2 follow; w is
+        projected into the ball as :meth:`mobius_add` does."""
+        c = self.c
+        first = 1 - 2 * c * pz + c * z2
+        second = 1 - c * p2
+        denominator = (1 - 2 * c * pz + c**2 * p2 * z2).clamp_min(MIN_NORM)
+        inner = (second * az - first * pa) / denominator
+        w2 = ((first**2 * p2 - 2 * first * second * pz + second**2 * z2)
+              / denominator**2).clamp_min(0)
+        max_norm = (1.0 - BOUNDARY_MARGIN.get(inner.dtype, 4e-3)) / self.sqrt_c
+        shrink = (max_norm / w2.sqrt().clamp_min(MIN_NORM)).clamp_max(1.0)
+        inner, w2 = inner * shrink, w2 * shrink**2
+        squeeze = (1 - c * w2).clamp_min(MIN_NORM)
+        return torch.asinh(2 * self.sqrt_c * inner / (squeeze * a_norm)) / self.sqrt_c

@@ -61,7 +61,7 @@ class GyroplaneLayer(nn.Module):
         """Computed in z's dtype (the ball's), returned in the layer's (the network's)."""
         p = self.ball.expmap0(self.offsets.to(z.dtype))
         a = self.ball.transport_from_origin(p, self.normals.to(z.dtype))
-        distance = self.ball.signed_gyroplane_distance(z.unsqueeze(-2), p, a)
+        distance = self.ball.gyroplane_distances(z, p, a)
         features = self.ball.conformal_factor(p).squeeze(-1) * a.norm(dim=-1) * distance
         return features.to(self.normals.dtype)
 
