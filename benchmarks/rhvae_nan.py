@@ -101,13 +101,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = binarized_mnist(args.n_train, args.n_test)
+    print(f"settings: {vars(args)}", flush=True)
     for library in args.libraries:
-        failures = {seed: first_failure(library, seed, data, args) for seed in range(args.seeds)}
-        failed = {seed: why for seed, why in failures.items() if why is not None}
-        print(f"{library}: {len(failed)}/{args.seeds} seeds non-finite or failed "
-              f"({vars(args)})", flush=True)
-        for seed, why in failed.items():
-            print(f"  seed {seed}: {why}", flush=True)
+        failed = 0
+        for seed in range(args.seeds):
+            why = first_failure(library, seed, data, args)
+            failed += why is not None
+            print(f"  {library} seed {seed}: {why or 'every loss finite'}", flush=True)
+        print(f"{library}: {failed}/{args.seeds} seeds non-finite or failed", flush=True)
 
 
 if __name__ == "__main__":
