@@ -65,12 +65,9 @@ def first_failure(library: str, seed: int, data: tuple[torch.Tensor, torch.Tenso
     for epoch in range(args.epochs):
         model.train()
         for step, batch in enumerate(train[torch.randperm(len(train))].split(64)):
-            try:
-                loss = loss_of(model, batch)
-            except (RuntimeError, ValueError) as err:  # NaN reaching torch.distributions
-                return f"epoch {epoch} step {step}: {str(err).splitlines()[0][:90]}"
-            if not math.isfinite(loss.item()):
-                return f"epoch {epoch} step {step}: train loss {loss.item()}"
+            loss, why = checked_loss(loss_of, model, batch, f"epoch {epoch} step {step}")
+            if why:
+                return why
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -78,13 +75,21 @@ def first_failure(library: str, seed: int, data: tuple[torch.Tensor, torch.Tenso
             model.update()
         model.eval()
         for batch in test.split(64):
-            try:
-                loss = loss_of(model, batch)
-            except (RuntimeError, ValueError) as err:  # NaN reaching torch.distributions
-                return f"epoch {epoch} eval: {str(err).splitlines()[0][:90]}"
-            if not math.isfinite(loss.item()):
-                return f"epoch {epoch} eval: eval loss {loss.item()}"
+            _, why = checked_loss(loss_of, model, batch, f"epoch {epoch} eval")
+            if why:
+                return why
     return None
+
+
+def checked_loss(loss_of, model, batch, where: str):
+    """(loss, None), or (None, why) when computing it failed or gave a non-finite value."""
+    try:
+        loss = loss_of(model, batch)
+    except (RuntimeError, ValueError) as err:  # a NaN reaching torch.distributions
+        return None, f"{where}: {str(err).splitlines()[0][:90]}"
+    if not math.isfinite(loss.item()):
+        return None, f"{where}: loss {loss.item()}"
+    return loss, None
 
 
 def main() -> None:
