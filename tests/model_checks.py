@@ -54,3 +54,24 @@ def assert_trains_from_the_cli(name, out, *options):
     assert math.isfinite(metrics["eval_loss"])
     assert load_model(out / "model").name == name
     return metrics
+
+
+def assert_likelihood_bounds(model, x, k):
+    """The likelihood report on ``x`` is finite and its importance-sampled log p(x) (K =
+    ``k``) is at least its ELBO. Returns the report."""
+    from vaebench.metrics import likelihood_report
+
+    report = likelihood_report(model, x, k=k)
+    assert math.isfinite(report["elbo"]) and math.isfinite(report["log_likelihood"])
+    assert report["log_likelihood"] >= report["elbo"]
+    return report
+
+
+def fix_the_noise(monkeypatch):
+    """Replace the Gaussian draws by fixed values (posterior draws at the mean, momenta at
+    0.5), so that a sample's terms can be compared across batch sizes."""
+    from vaebench.distributions import DiagonalGaussian
+
+    monkeypatch.setattr(DiagonalGaussian, "rsample",
+                        lambda self, shape=(): self.mean.expand(shape + self.mean.shape))
+    monkeypatch.setattr(torch, "randn_like", lambda t: torch.full_like(t, 0.5))
