@@ -68,7 +68,6 @@ def run_model(name: str, train: ArrayData, test: ArrayData, args: argparse.Names
     start = time.perf_counter()
     history = trainer.fit(train)
     total = time.perf_counter() - start
-    model.fit_prior(train)  # as `vaebench train` does; only generation uses it
     model.eval()
     row: dict[str, Any] = {"model": name, "seconds_per_epoch":
                            statistics.mean(r["seconds"] for r in history),

@@ -10,7 +10,7 @@ training epoch and over the test set, and seconds per training epoch.
 
     python benchmarks/vq_family.py [--epochs 8] [--threads 1] [--sigma 1.0] [--prior]
 
-``--prior`` also fits each quantized model's PixelCNN prior (its default budget) and
+``--prior`` also fits each quantized model's PixelCNN sampler (its default budget) and
 reports its training NLL in nats per image.
 """
 
@@ -27,6 +27,7 @@ from vaebench import Trainer, TrainerConfig, create_model
 from vaebench.data import load_dataset
 from vaebench.metrics import reconstruction_mse
 from vaebench.nn import SpatialDecoder, SpatialEncoder
+from vaebench.samplers import create_sampler
 
 
 class FlatSpatialEncoder(nn.Module):
@@ -117,7 +118,7 @@ def main() -> None:
                        test_perplexity=usage["perplexity"])
             if args.prior:
                 start = time.perf_counter()
-                nll = model.fit_prior(train)[-1]
+                nll = create_sampler("pixelcnn", model).fit(model, train)["train_nll"]
                 row.update(prior_nll=nll, prior_seconds=time.perf_counter() - start)
         rows.append(row)
         print(f"done: {label}: {row}", flush=True)

@@ -4,11 +4,13 @@ import math
 import re
 import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
+from vaebench import load_model
 from vaebench.benchmark import (
     BenchmarkConfig,
     NotApplicable,
@@ -24,6 +26,7 @@ from vaebench.benchmark.report import format_mean_std
 from vaebench.cli import main
 from vaebench.data import ArrayData
 from vaebench.models import create_model
+from vaebench.samplers import load_sampler
 
 # Tiny budget: 300 digits (8 x 8), one epoch, 64 samples for FID, K=10 for log p(x).
 TINY = ["--dataset", "digits", "--epochs", "1", "--train-size", "300", "--latent-dim", "4",
@@ -66,6 +69,12 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
         assert result["metrics"]["sample_quality"]["features"] == "classifier-digits-v2"
         assert 0 <= result["metrics"]["representation"]["linear_probe"] <= 1
         assert result["not_applicable"]["disentanglement"]
+        assert result["sampler"]["sampler"] == "normal" == result["config"]["sampler"]
+    # the samples are the saved sampler's: the same seed draws the same images
+    model_dir = bench / "runs" / "digits" / "vae" / "seed0" / "model"
+    model = load_model(model_dir)
+    sampler = load_sampler(model_dir, "normal", model)
+    assert sampler.generate(model, 4, seed=1).shape == (4, 1, 8, 8)
     # a likelihood for the VAE only; the K=10 estimate is at least the ELBO (up to noise)
     vae = results[("vae", "seed0")]["metrics"]["likelihood"]
     assert vae["k"] == 10 and vae["log_likelihood"] >= vae["elbo"] - 0.5
@@ -249,10 +258,50 @@ def test_report_formatting_marks_the_best_value_per_direction():
     assert report.startswith("# vaebench benchmark\n\nGenerated today from 5 runs (4 ok, 1 "
                              "failed)")
     assert "- `c` seed 0: ValueError: diverged" in report and "`epochs` 3" in report
-    # ties are all bold; a single model is not ranked
-    tie = [result_row(_synthetic(m, 0, reconstruction__mse=0.5)) for m in ("a", "b")]
+    # ties for the best are all bold; a single model is not ranked
+    tie = [result_row(_synthetic(m, 0, reconstruction__mse=mse))
+           for m, mse in (("a", 0.5), ("b", 0.5), ("c", 0.7))]
     assert markdown_table(tie).count("**0.5000**") == 2
     assert "**" not in markdown_table(tie[:1])
+
+
+def test_no_value_is_bold_when_every_model_has_the_same():
+    rows = [result_row(_synthetic(m, s, sample_quality__precision=0.0,
+                                  sample_quality__recall=0.0, reconstruction__mse=0.1 * s + 0.1))
+            for m in ("a", "b", "c") for s in (0, 1)]
+    table = markdown_table(rows)
+    assert "**" not in table
+    for model in ("a", "b", "c"):
+        cells = _table(table, model)
+        assert cells["precision ↑"] == cells["recall ↑"] == "0.0000 ± 0.0000"
+
+
+def test_the_probe_dimension_of_each_model_is_stated():
+    rows = [result_row(_synthetic("vae", 0, representation__linear_probe=0.8,
+                                  representation__latent_dim=16)),
+            result_row(_synthetic("vqvae", 0, representation__linear_probe=0.9,
+                                  representation__latent_dim=784))]
+    report = render_report([_synthetic("vae", 0)], generated="today")
+    assert "`probe dim`" in report
+    table = markdown_table(rows, ["vae", "vqvae"])
+    assert _table(table, "vae")["probe dim"] == "16"
+    assert _table(table, "vqvae")["probe dim"] == "784"
+    assert "**784**" not in table and "**0.9000**" in table
+
+
+def test_a_conditional_likelihood_is_reported_apart():
+    results = [_synthetic("vae", 0, likelihood__log_likelihood=-100.0, likelihood__k=10),
+               _synthetic("iwae", 0, likelihood__log_likelihood=-95.0, likelihood__k=10),
+               _synthetic("cvae", 0, likelihood__log_likelihood=-80.0, likelihood__k=10)]
+    rows = [result_row(r) for r in results]
+    assert rows[2]["conditional_likelihood.log_likelihood"] == -80.0
+    assert "likelihood.log_likelihood" not in rows[2]
+    table = markdown_table(rows, ["vae", "iwae", "cvae"])
+    cells = {model: _table(table, model) for model in ("vae", "iwae", "cvae")}
+    assert cells["cvae"]["log p(x) K=10 ↑"] == "–"
+    assert cells["cvae"]["log p(x∣y) K=10 ↑"] == "-80.00"
+    assert cells["vae"]["log p(x∣y) K=10 ↑"] == "–"
+    assert "**-95.00**" in table and "**-80.00**" not in table  # iwae best; cvae apart
 
 
 def test_config_validation_names_the_field(tmp_path, capsys):
@@ -271,7 +320,9 @@ def test_config_validation_names_the_field(tmp_path, capsys):
     fails("metrics", metrics=["fid"])
     fails("features", features="vgg")
     fails("model_options.vae", model_options={"vae": {"no_such_field": 1}})
-    fails("model_options", model_options={"beta_vae": {"beta": 4}})  # not benchmarked
+    fails("model_options", model_options={"beta_vea": {"beta": 4}})  # not a model
+    fails("sampler_options.pixelcnn: epochs", sampler_options={"pixelcnn": {"epochs": 0}})
+    fails("unknown sampler 'pixelcn'", sampler_options={"pixelcn": {}})
     fails("sigma", likelihood="bernoulli", sigma="optimal")
     assert BenchmarkConfig(models="vae, ae", seeds=[3, 5]).seed_list == [3, 5]
     assert main(["benchmark", "--models", "vae,nope", "--output", str(tmp_path)]) == 2
@@ -279,6 +330,20 @@ def test_config_validation_names_the_field(tmp_path, capsys):
     assert main(["benchmark", "--models", "vae", "--seeds", "0", "--output",
                  str(tmp_path)]) == 2
     assert "seeds" in capsys.readouterr().err
+
+
+def test_options_of_models_left_out_are_ignored_with_a_warning():
+    reference = Path(__file__).parents[1] / "benchmarks" / "configs" / "mnist.json"
+    with pytest.warns(UserWarning, match="model_options of disentangled_beta_vae ignored: "
+                                         "not among the benchmarked models vae, vamp"):
+        narrowed = BenchmarkConfig.from_file(reference, models="vae,vamp")
+    assert narrowed.models == ["vae", "vamp"] and narrowed.model_options == {}
+    with pytest.warns(UserWarning, match="beta_vae ignored"):
+        kept = BenchmarkConfig(models=["vae", "vqvae"], model_options={
+            "vqvae": {"num_codes": 32}, "beta_vae": {"beta": 4}})
+    assert kept.model_options == {"vqvae": {"num_codes": 32}}
+    with pytest.raises(ValidationError, match="'beta_vea', which is not a registered model"):
+        BenchmarkConfig(models=["vae"], model_options={"beta_vea": {"beta": 4}})
 
 
 def test_json_config_round_trip_and_overrides(tmp_path):

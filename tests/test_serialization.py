@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -125,3 +127,23 @@ def test_no_pickle_anywhere():
         assert "torch.load(" not in text and "torch.save(" not in text, path
         if path.name != "datasets.py":  # the restricted MNIST unpickler lives there
             assert "import pickle" not in text, path
+
+
+def test_loaded_model_is_in_eval_mode(tmp_path):
+    create_model("vae", input_dim=(1, 8, 8), latent_dim=2).save(tmp_path)
+    loaded = load_model(tmp_path)
+    assert not loaded.training
+    assert not any(module.training for module in loaded.modules())
+
+
+@pytest.mark.parametrize("umask,file_mode,folder_mode", [(0o022, 0o644, 0o755),
+                                                         (0o077, 0o600, 0o700)])
+def test_saved_files_follow_the_umask(tmp_path, umask, file_mode, folder_mode):
+    previous = os.umask(umask)
+    try:
+        create_model("vae", input_dim=(1, 8, 8), latent_dim=2).save(tmp_path / "m")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == folder_mode
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == file_mode, name

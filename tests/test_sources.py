@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaebench.data import ArrayData, as_data
+from vaebench.data import ArrayData, as_data, load_train_test
 
 
 def test_numpy_uint8_is_scaled_and_float_kept():
@@ -81,6 +81,21 @@ def test_image_folder(tmp_path):
     Image.fromarray(np.zeros((7, 5), dtype=np.uint8)).save(tmp_path / "dogs" / "big.png")
     with pytest.raises(ValueError, match=r"big.png is 5 x 7 .* share one size"):
         as_data(tmp_path)
+
+
+def test_labelled_user_data_are_split_and_drawn_class_balanced(tmp_path):
+    for cls, count in (("a", 40), ("b", 20), ("c", 20)):  # sorted by class, as on disk
+        (tmp_path / cls).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((4, 4), 3 * i, dtype=np.uint8)).save(
+                tmp_path / cls / f"{i:02}.png")
+    for seed in range(4):
+        train, test = load_train_test(str(tmp_path), train_size=16, seed=seed)
+        assert torch.bincount(test.labels).tolist() == [4, 2, 2]
+        assert torch.bincount(train.labels).tolist() == [8, 4, 4]
+        assert torch.bincount(train.labels[:4]).tolist() == [2, 1, 1]
+    again = load_train_test(str(tmp_path), train_size=16, seed=3)[0]
+    assert torch.equal(again.x, train.x) and torch.equal(again.labels, train.labels)
 
 
 def test_checks_name_the_problem(tmp_path):

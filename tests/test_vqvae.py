@@ -13,14 +13,14 @@ from vaebench.data import load_dataset
 from vaebench.metrics import reconstruction_mse
 from vaebench.models import FSQVAE, HRQVAE, VQVAE, VQVAEEMA, FSQVAEConfig, VQVAEConfig
 from vaebench.nn import SpatialDecoder, SpatialEncoder
+from vaebench.samplers import create_sampler, load_sampler, samplers_for, save_sampler
 
 QUANTIZED = ["vqvae", "vqvae_ema", "hrqvae", "fsq_vae"]
 
 
 def _small(name, **options):
     """A quantized model on 8 x 8 images (a 2 x 2 grid), small enough for fast tests."""
-    defaults = {"input_dim": (1, 8, 8), "latent_dim": 4, "prior_channels": 8,
-                "prior_layers": 2, "prior_kernel_size": 3}
+    defaults = {"input_dim": (1, 8, 8), "latent_dim": 4}
     if name != "fsq_vae":
         defaults["num_codes"] = 16
     return create_model(name, **{**defaults, **options})
@@ -66,7 +66,7 @@ def test_vqvae_terms_equal_an_independent_computation():
 
 def _grads(model, term):
     out = model(torch.rand(4, 1, 8, 8))
-    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("prior.")]
+    named = list(model.named_parameters())
     grads = torch.autograd.grad(out.terms[term].sum(), [p for _, p in named],
                                 allow_unused=True)
     return {n.split(".")[0] for (n, _), g in zip(named, grads, strict=True)
@@ -154,8 +154,6 @@ def test_bad_options_name_the_field():
     for field, options in [("num_codes", {"num_codes": 0}), ("beta", {"beta": -1}),
                            ("decay", {"decay": 1.0}), ("epsilon", {"epsilon": 0}),
                            ("dead_after", {"dead_after": 0}), ("grid_shape", {"grid_shape": (3,)}),
-                           ("prior_kernel_size", {"prior_kernel_size": 4}),
-                           ("prior_epochs", {"prior_epochs": 0}),
                            ("input_dim", {"input_dim": (1, 30, 30), "encoder": "spatial"})]:
         with pytest.raises(ValueError, match=field):
             VQVAEConfig(**{"input_dim": (1, 28, 28), **options})
@@ -167,10 +165,11 @@ def test_bad_options_name_the_field():
         create_model("ae", input_dim=(1, 30, 30), encoder="spatial", decoder="mlp")
 
 
-def test_generate_needs_a_fitted_prior():
+def test_generate_points_to_the_pixelcnn_sampler():
     model = _small("vqvae")
-    with pytest.raises(RuntimeError, match="fit_prior"):
+    with pytest.raises(RuntimeError, match="create_sampler\\('pixelcnn', model\\)"):
         model.generate(2)
+    assert samplers_for(model) == ["pixelcnn"]
 
 
 def _train_steps(model, x, steps=3):
@@ -184,17 +183,19 @@ def _train_steps(model, x, steps=3):
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
-def test_save_load_round_trip_with_buffers_and_fitted_prior(name, tmp_path):
+def test_save_load_round_trip_with_buffers_and_fitted_sampler(name, tmp_path):
     options = {"restart_dead_codes": True, "dead_after": 1} if name != "fsq_vae" else {}
     model = _small(name, **options)
     x = torch.rand(32, 1, 8, 8)
     _train_steps(model, x)
-    history = model.fit_prior(x, epochs=2)
-    assert len(history) == 2 and bool(model.prior_fitted)
-    assert model.prior_nll.item() == pytest.approx(history[-1])
+    sampler = create_sampler("pixelcnn", model, epochs=2, channels=8, layers=2, kernel_size=3)
+    fit = sampler.fit(model, x)
+    assert sampler.train_nll.item() == pytest.approx(fit["train_nll"])
     model.save(tmp_path / "m")
+    save_sampler(sampler, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
-    assert type(loaded) is type(model) and bool(loaded.prior_fitted)
+    loaded_sampler = load_sampler(tmp_path / "m", "pixelcnn", loaded)
+    assert type(loaded) is type(model)
     saved, restored = model.state_dict(), loaded.state_dict()
     assert saved.keys() == restored.keys()
     assert all(torch.equal(saved[k], restored[k]) for k in saved)
@@ -205,19 +206,12 @@ def test_save_load_round_trip_with_buffers_and_fitted_prior(name, tmp_path):
     for key, term in model(x).terms.items():
         torch.testing.assert_close(loaded(x).terms[key], term)
     codes = model.code_indices(x)
-    torch.testing.assert_close(loaded.prior.log_prob(codes), model.prior.log_prob(codes))
-    first = model.generate(3, generator=torch.Generator().manual_seed(5))
-    second = loaded.generate(3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(loaded_sampler.pixelcnn.log_prob(codes),
+                               sampler.pixelcnn.log_prob(codes))
+    first = sampler.generate(model, 3, seed=5)
+    second = loaded_sampler.generate(loaded, 3, seed=5)
     assert first.shape == (3, 1, 8, 8)
     torch.testing.assert_close(first, second)
-
-
-def test_prior_is_not_trained_with_the_autoencoder():
-    model = _small("hrqvae")
-    groups = model.parameter_groups()
-    prior = {id(p) for p in model.prior.parameters()}
-    assert prior and not prior & {id(p) for p in groups["model"]}
-    assert len(groups["model"]) + len(prior) == len(list(model.parameters()))
 
 
 def test_short_training_reports_mse_usage_and_perplexity():
@@ -243,12 +237,12 @@ def test_short_training_reports_mse_usage_and_perplexity():
         assert 0 < usage["usage"] <= 1 and usage["perplexity"] >= 1
 
 
-def test_cli_trains_a_vqvae_and_samples_from_its_prior(tmp_path, capsys):
+def test_cli_trains_a_vqvae_and_samples_from_its_pixelcnn(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--model", "vqvae", "--dataset", "digits", "--encoder", "spatial",
                  "--decoder", "spatial", "--latent-dim", "4", "--epochs", "2",
-                 "--option", "num_codes=32", "--option", "prior_epochs=2",
-                 "--option", "prior_channels=8", "--output", str(out), "--no-progress"])
+                 "--option", "num_codes=32", "--sampler-option", "epochs=2",
+                 "--sampler-option", "channels=8", "--output", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     for name in ("metrics.json", "history.json", "reconstructions.png", "samples.png",
                  "loss_curve.png", "model/config.json", "model/model.safetensors"):
@@ -257,9 +251,12 @@ def test_cli_trains_a_vqvae_and_samples_from_its_prior(tmp_path, capsys):
     assert {"train_usage", "train_perplexity", "eval_codebook"} <= set(history[-1])
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["eval_mse_per_dim"])
+    fit = metrics["sampler"]
+    assert fit["sampler"] == "pixelcnn" and fit["options"]["epochs"] == 2
     loaded = load_model(out / "model")
-    assert isinstance(loaded, VQVAE) and bool(loaded.prior_fitted)
-    assert loaded.generate(2).shape == (2, 1, 8, 8)
+    sampler = load_sampler(out / "model", "pixelcnn", loaded)
+    assert isinstance(loaded, VQVAE) and sampler.config.channels == 8
+    assert sampler.generate(loaded, 2).shape == (2, 1, 8, 8)
 
 
 def test_registry_names():

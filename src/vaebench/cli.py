@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
+from vaebench import __version__
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.likelihoods import list_likelihoods
 from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_error
 from vaebench.models import create_model, get_model_class, list_models
+from vaebench.samplers import get_sampler_class, list_samplers
 from vaebench.serialization import write_json
 from vaebench.training import Trainer, TrainerConfig, evaluate
 from vaebench.training.config import OPTIMIZERS, SCHEDULERS
@@ -25,7 +29,7 @@ from vaebench.training.trainer import latest_checkpoint
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--option needs KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"needs KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -35,8 +39,10 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaebench",
-        description="Train, sample and benchmark generative autoencoders (AE, VAE, ...).",
+        description="Train, sample, evaluate and benchmark generative autoencoders (AE, VAE, "
+                    "VQ-VAE, ...).",
     )
+    parser.add_argument("--version", action="version", version=f"vaebench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -73,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="importance samples of the test log-likelihood estimate")
     train.add_argument("--option", action="append", type=_parse_option, default=[],
                        metavar="KEY=VALUE", help="any other model config field (JSON value)")
+    train.add_argument("--sampler", default=None,
+                       help="sampler fitted after training for samples.png (default: the one "
+                            "the model's paper generates with); see list-samplers")
+    train.add_argument("--sampler-option", action="append", type=_parse_option, default=[],
+                       metavar="KEY=VALUE", help="an option of the sampler (JSON value)")
     train.add_argument("--epochs", type=int, default=10, help="passes over the training data")
     train.add_argument("--batch-size", type=int, default=64, help="samples per step")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
@@ -80,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scheduler", default="none", choices=SCHEDULERS,
                        help="learning-rate schedule")
     train.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
+    train.add_argument("--keep", default="best", choices=("best", "last"),
+                       help="weights to keep: those of the epoch with the lowest eval loss, "
+                            "or the last epoch's (metrics.json says which was kept)")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                        help="save a resumable checkpoint every K epochs (and at the end)")
     train.add_argument("--seed", type=int, default=0,
@@ -94,10 +108,71 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_flag(train)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    _add_sample_parser(commands)
+    _add_evaluate_parser(commands)
     commands.add_parser("list-models", help="list the registered models",
-                        description="List the registered models with one line each.")
+                        description="List the registered models, each with the first "
+                                    "sentence of its description.")
+    commands.add_parser("list-samplers", help="list the registered samplers",
+                        description="List the registered samplers, each with the first "
+                                    "sentence of its description.")
     _add_benchmark_parser(commands)
     return parser
+
+
+def _add_model_folder_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="a saved model folder (e.g. the model/ of vaebench train's output)")
+    parser.add_argument("--dataset", default=None,
+                        help="data to fit samplers on / evaluate on (default: the data the "
+                             "model was trained on, as its folder records)")
+    parser.add_argument("--data-root", default=None, help="folder with the MNIST files")
+    parser.add_argument("--seed", type=int, default=0, help="seeds fitting and drawing")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _add_trust_flag(parser)
+
+
+def _add_sample_parser(commands: Any) -> None:
+    sample = commands.add_parser(
+        "sample", help="draw samples from a saved model with a chosen sampler",
+        description="Draw samples from a saved model. A sampler that needs fitting and is not "
+                    "saved in the model folder yet is fitted on the model's training data "
+                    "and saved there.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_model_folder_flags(sample)
+    sample.add_argument("--sampler", default=None,
+                        help=f"one of: {', '.join(list_samplers())} (default: the one the "
+                             "model's paper generates with)")
+    sample.add_argument("-n", type=int, default=64, help="number of samples")
+    sample.add_argument("--output", default=None, help="PNG grid of the samples (images)")
+    sample.add_argument("--npy", default=None, help=".npy file of the raw samples")
+    sample.add_argument("--option", action="append", type=_parse_option, default=[],
+                        metavar="KEY=VALUE", help="a sampler option (JSON value); fits anew")
+    sample.add_argument("--refit", action="store_true",
+                        help="fit the sampler again even if one is saved")
+
+
+def _add_evaluate_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a saved model and write a metrics JSON",
+        description="Evaluate a saved model on the test split of its data: loss terms, "
+                    "reconstruction errors, ELBO and importance-sampled log p(x), and FID / "
+                    "precision / recall per sampler.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_model_folder_flags(evaluate)
+    evaluate.add_argument("--output", default=None,
+                          help="metrics JSON (default: evaluation.json in the model folder)")
+    evaluate.add_argument("--k", type=int, default=100,
+                          help="importance draws of the log p(x) estimate")
+    evaluate.add_argument("--samplers", default=None,
+                          help="comma-separated samplers to score (default: the model's own)")
+    evaluate.add_argument("--n-samples", type=int, default=1000,
+                          help="generated samples per sampler for FID / precision / recall")
+    evaluate.add_argument("--features", default="classifier", choices=("classifier", "inception"),
+                          help="feature network of FID / precision / recall")
+    evaluate.add_argument("--no-sample-quality", action="store_true",
+                          help="skip FID / precision / recall")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
@@ -118,10 +193,11 @@ def _seeds(text: str) -> int | list[int]:
 
 
 def _parse_model_option(text: str) -> tuple[str, str, Any]:
+    """``NAME.KEY=VALUE`` (a model's or a sampler's option) as (name, key, value)."""
     name, sep, rest = text.partition(".")
     key, value = _parse_option(rest)
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--model-option needs MODEL.KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"needs NAME.KEY=VALUE, got {text!r}")
     return name, key, value
 
 
@@ -151,9 +227,12 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--encoder", default=None,
                        help="one network for every model (default: each model's own)")
     bench.add_argument("--decoder", default=None, help="as --encoder")
-    bench.add_argument("--model-option", action="append", type=_parse_model_option,
+    bench.add_argument("--option", action="append", type=_parse_model_option,
                        default=[], metavar="MODEL.KEY=VALUE",
                        help="a config field of one model, e.g. beta_vae.beta=4")
+    bench.add_argument("--sampler-option", action="append", type=_parse_model_option,
+                       default=[], metavar="SAMPLER.KEY=VALUE",
+                       help="an option of one sampler, e.g. pixelcnn.epochs=1")
     bench.add_argument("--train-size", type=int, default=None,
                        help="use the first N training samples (dsprites: generate N)")
     bench.add_argument("--data-root", default=None, help="folder with the MNIST files")
@@ -194,8 +273,17 @@ def _sigma(text: str) -> float | str:
         return text
 
 
+def _training_data_record(args: argparse.Namespace) -> dict[str, Any]:
+    """How ``vaebench train`` loaded its data: saved with the model (see saved_model)."""
+    dataset = args.dataset if args.dataset in DATASETS else str(Path(args.dataset).resolve())
+    return {"dataset": dataset, "train_size": args.train_size, "seed": args.seed,
+            "data_root": args.data_root, "skip_bad_images": args.skip_bad_images}
+
+
 def train_command(args: argparse.Namespace) -> int:
     from vaebench import viz
+    from vaebench.samplers import save_sampler
+    from vaebench.saved_model import fitted_sampler
 
     output = Path(args.output)
     resume_from = latest_checkpoint(output) if args.resume is True else args.resume
@@ -213,54 +301,142 @@ def train_command(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
         seed=args.seed, device=args.device, output_dir=str(output),
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        overwrite=args.overwrite))
+        overwrite=args.overwrite, keep_best=args.keep == "best"))
     start = time.perf_counter()
     history = trainer.fit(train, test, resume_from=resume_from)
     seconds = time.perf_counter() - start
 
-    model.fit_prior(train)
-    model.save(output / "model")  # the returned (best) weights, with any fitted prior
+    sampler_name = args.sampler or model.default_sampler
+    _say(args, f"fitting the {sampler_name} sampler on the training codes")
+    sampler, sampler_fit = fitted_sampler(sampler_name, model, train, seed=args.seed,
+                                          progress=not args.no_progress,
+                                          **dict(args.sampler_option))
+    model.save(output / "model", training_data=_training_data_record(args))
+    save_sampler(sampler, output / "model")
     model.eval()
-    scores = evaluate(model, test)
-    error = reconstruction_error(model, test)
-    x = test.take(torch.linspace(0, len(test) - 1, 32).long()).to(model.device)
-    recon = model.reconstruct(x)
-    metrics = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "epochs": args.epochs,
-        "n_train": len(train),
-        "n_eval": len(test),
-        "eval_loss": scores["loss"],
-        "eval_recon_loss": scores["recon"],
-        "eval_terms": {k: v for k, v in scores.items() if k != "loss"},
-        "eval_sse_per_sample": error["sse"],
-        "eval_mse_per_dim": error["mse"],
-        "best_epoch": trainer.best_epoch,
-        "train_seconds": seconds,
-        "device": str(trainer.device),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if has_likelihood(model):
-        report = likelihood_report(model, test, k=args.iwae_k)
-        metrics.update({"test_elbo": report["elbo"],
-                        f"test_log_likelihood_k{args.iwae_k}": report["log_likelihood"],
-                        "likelihood": report})
+    metrics = _evaluation_metrics(args, model, train, test)
+    metrics.update(kept=trainer.kept, best_epoch=trainer.best_epoch, train_seconds=seconds,
+                   sampler=sampler_fit, device=str(trainer.device),
+                   torch_threads=torch.get_num_threads())
     write_json(output / "metrics.json", metrics)
     viz.save_loss_curve(history, output / "loss_curve.png")
     if viz.is_image_shape(train.sample_shape):
-        viz.save_reconstructions(x, recon, output / "reconstructions.png")
-        torch.manual_seed(args.seed)
-        viz.save_image_grid(model.generate(64), output / "samples.png")
-    print(f"eval loss {scores['loss']:.2f} nats, recon {scores['recon']:.2f} nats, "
-          f"SSE/sample {error['sse']:.2f}, MSE/dim {error['mse']:.4f}; report in {output}")
+        x = test.take(slice(0, min(32, len(test)))).to(model.device)  # class-balanced order
+        viz.save_reconstructions(x, model.reconstruct(x), output / "reconstructions.png")
+        viz.save_image_grid(sampler.generate(model, 64, seed=args.seed), output / "samples.png")
+    print(f"eval loss {metrics['eval_loss']:.2f} nats, recon {metrics['eval_recon_loss']:.2f} "
+          f"nats, SSE/sample {metrics['eval_sse_per_sample']:.2f}, MSE/dim "
+          f"{metrics['eval_mse_per_dim']:.4f} (epoch {trainer.kept['epoch']} kept: "
+          f"{trainer.kept['why']}); report in {output}")
     return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A line on what runs now, unless progress is hidden."""
+    if not getattr(args, "no_progress", False):
+        print(f"vaebench: {text}", file=sys.stderr, flush=True)
+
+
+def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,
+                        test: ArrayData) -> dict[str, Any]:
+    """metrics.json's figures of the trained model on the test split."""
+    _say(args, f"evaluating on {len(test)} test samples")
+    scores = evaluate(model, test)
+    error = reconstruction_error(model, test)
+    metrics = {
+        "model": args.model, "dataset": args.dataset, "epochs": args.epochs,
+        "n_train": len(train), "n_eval": len(test),
+        "eval_loss": scores["loss"], "eval_recon_loss": scores["recon"],
+        "eval_terms": {k: v for k, v in scores.items() if k != "loss"},
+        "eval_sse_per_sample": error["sse"], "eval_mse_per_dim": error["mse"],
+    }
+    if has_likelihood(model):
+        report = likelihood_report(model, test, k=args.iwae_k, progress=not args.no_progress)
+        metrics.update({"test_elbo": report["elbo"],
+                        f"test_log_likelihood_k{args.iwae_k}": report["log_likelihood"],
+                        "likelihood": report})
+    return metrics
+
+
+def _load_saved(args: argparse.Namespace):
+    from vaebench.serialization import load_model
+    from vaebench.training import resolve_device
+
+    return load_model(args.model, resolve_device(args.device), trust_code=args.trust_code)
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from vaebench import viz
+    from vaebench.saved_model import ready_sampler
+
+    if args.output is None and args.npy is None:
+        raise ValueError("say where the samples go: --output grid.png and/or --npy out.npy")
+    if args.n < 1:
+        raise ValueError(f"-n must be positive, got {args.n}")
+    model = _load_saved(args)
+    if args.output is not None and not viz.is_image_shape(model.config.input_dim):
+        raise ValueError(f"the model's samples have shape {tuple(model.config.input_dim)}, not "
+                         "images: write them with --npy")
+    name = args.sampler or model.default_sampler
+    sampler = ready_sampler(args.model, model, name, dataset=args.dataset,
+                            data_root=args.data_root, refit=args.refit, seed=args.seed,
+                            **dict(args.option))
+    samples = sampler.generate(model, args.n, seed=args.seed).cpu()
+    if args.output is not None:
+        viz.save_image_grid(samples, args.output)
+    if args.npy is not None:
+        Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.npy, samples.numpy())
+    written = " and ".join(str(p) for p in (args.output, args.npy) if p is not None)
+    print(f"{args.n} samples of the {name} sampler written to {written}")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from vaebench.data import load_train_test
+    from vaebench.metrics import feature_network
+    from vaebench.saved_model import evaluate_model, ready_sampler, training_record
+
+    model = _load_saved(args)
+    record = training_record(args.model, args.dataset, args.data_root)
+    _, test = load_train_test(**record)
+    names = [n.strip() for n in (args.samplers or model.default_sampler).split(",") if n.strip()]
+    features = None
+    if not args.no_sample_quality:
+        features = feature_network(args.features, record["dataset"], test.sample_shape,
+                                   model.device)
+    samplers = {name: ready_sampler(args.model, model, name, dataset=args.dataset,
+                                    data_root=args.data_root, seed=args.seed) for name in names}
+    report = evaluate_model(model, test, samplers, k=args.k, features=features,
+                            n_samples=args.n_samples, seed=args.seed,
+                            progress=not args.no_progress)
+    output = Path(args.output) if args.output else Path(args.model) / "evaluation.json"
+    write_json(output, report)
+    print(f"metrics of {model.name} on {len(test)} test samples written to {output}")
+    return 0
+
+
+#: A sentence ends at a full stop followed by a capital, but not after an abbreviation.
+_SENTENCE_END = re.compile(
+    r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bApp)(?<!\bEq)(?<!\bSec)(?<!\bFig)\.\s+(?=[A-Z])")
+
+
+def _first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, whole."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph if end is None else paragraph[:end.start() + 1]
 
 
 def list_models_command(args: argparse.Namespace) -> int:
     for name in list_models():
-        doc = (get_model_class(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:12s} {doc}")
+        print(f"{name:14s} {_first_sentence(get_model_class(name).__doc__)}")
+    return 0
+
+
+def list_samplers_command(args: argparse.Namespace) -> int:
+    for name in list_samplers():
+        print(f"{name:14s} {_first_sentence(get_sampler_class(name).__doc__)}")
     return 0
 
 
@@ -276,14 +452,18 @@ def benchmark_command(args: argparse.Namespace) -> int:
         print(f"report: {write_report(output)}")
         return 0
     model_options: dict[str, dict[str, Any]] = {}
-    for name, key, value in args.model_option:
+    for name, key, value in args.option:
         model_options.setdefault(name, {})[key] = value
+    sampler_options: dict[str, dict[str, Any]] = {}
+    for name, key, value in args.sampler_option:
+        sampler_options.setdefault(name, {})[key] = value
     flags = {"models": args.models, "datasets": args.datasets, "seeds": args.seeds,
              "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
              "latent_dim": args.latent_dim, "likelihood": args.likelihood,
              "sigma": None if args.sigma is None else _sigma(args.sigma),
              "sigma_per": args.sigma_per, "encoder": args.encoder, "decoder": args.decoder,
-             "model_options": model_options or None, "train_size": args.train_size,
+             "model_options": model_options or None,
+             "sampler_options": sampler_options or None, "train_size": args.train_size,
              "data_root": args.data_root, "skip_bad_images": args.skip_bad_images,
              "metrics": args.metrics, "features": args.features,
              "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,
@@ -299,8 +479,9 @@ def benchmark_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": train_command, "list-models": list_models_command,
-                "benchmark": benchmark_command}
+    handlers = {"train": train_command, "sample": sample_command,
+                "evaluate": evaluate_command, "list-models": list_models_command,
+                "list-samplers": list_samplers_command, "benchmark": benchmark_command}
     try:
         return handlers[args.command](args)
     except ValidationError as err:

@@ -4,7 +4,8 @@ Every write that replaces something is atomic as a whole: a file is written besi
 target and renamed onto it; a folder (a saved model, a checkpoint) is written as a new
 folder beside its target and swapped with it in one step. After a kill at any moment, the
 old or the new complete version is in place; leftovers of a killed write are removed by
-the next write of the same target.
+the next write of the same target. Files and folders get the permissions the user's umask
+gives (as ``open`` and ``mkdir`` would), not the private ones of :mod:`tempfile`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,29 @@ _FOLDER_TEMP = ".partial"
 _FOLDER_OLD = ".old"
 
 
+def _umask_at_import() -> int:
+    """The umask, set and restored once while this module is imported."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it: from ``/proc/self/status`` on Linux,
+    else the umask this module was imported under."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return _UMASK_AT_IMPORT
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``.
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``
+    (with the permissions the umask gives a new file).
 
     An interrupted or failed write leaves whatever ``path`` held before untouched.
     """
@@ -37,6 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = 
     _remove_leftovers(path.parent, f".{glob.escape(path.name)}.*{_FILE_TEMP}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_FILE_TEMP)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
             handle.flush()
@@ -77,7 +100,8 @@ def read_json_object(path: str | Path, what: str,
 
 @contextlib.contextmanager
 def replacing_folder(path: str | Path, owns: Callable[[str], bool]) -> Iterator[Path]:
-    """Yield a new empty folder; when the block succeeds it replaces ``path`` as a whole.
+    """Yield a new empty folder (with the permissions the umask gives a new folder); when the
+    block succeeds it replaces ``path`` as a whole.
 
     ``owns(name)`` says which entries of an existing ``path`` a save writes: a folder that
     holds anything else (say, a user's files) is refused rather than replaced.
@@ -91,6 +115,7 @@ def replacing_folder(path: str | Path, owns: Callable[[str], bool]) -> Iterator[
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.",
                                 suffix=_FOLDER_TEMP))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         _sync_folder(tmp)
         _swap_in(tmp, path)

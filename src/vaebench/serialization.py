@@ -50,10 +50,13 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def is_model_file(name: str) -> bool:
-    return name in (CONFIG_FILE, WEIGHTS_FILE)
+    """Entries a model save owns: its two files and the samplers fitted for its weights
+    (which a new save of the model drops)."""
+    return name in (CONFIG_FILE, WEIGHTS_FILE, "samplers")
 
 
-def write_model_files(model: torch.nn.Module, directory: Path) -> None:
+def write_model_files(model: torch.nn.Module, directory: Path,
+                      training_data: dict[str, Any] | None = None) -> None:
     """Write the model's two files into ``directory`` (no swapping: see :func:`save_model`)."""
     import vaebench
 
@@ -63,14 +66,21 @@ def write_model_files(model: torch.nn.Module, directory: Path) -> None:
         "vaebench_version": vaebench.__version__,
         "torch_version": torch.__version__,
     }
+    if training_data is not None:
+        payload["training_data"] = training_data
     save_tensors(directory / WEIGHTS_FILE, model.state_dict(), metadata={"model": model.name})
     write_json(directory / CONFIG_FILE, payload)
 
 
-def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Save ``model`` into ``directory``, replacing a model saved there as a whole."""
+def save_model(model: torch.nn.Module, directory: str | Path, *,
+               training_data: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` into ``directory``, replacing a model saved there as a whole.
+
+    ``training_data``: how to load the data it was trained on (the keyword arguments of
+    :func:`vaebench.data.load_train_test`), so that samplers can be fitted on it later.
+    """
     with replacing_folder(directory, owns=is_model_file) as folder:
-        write_model_files(model, folder)
+        write_model_files(model, folder, training_data)
     return Path(directory)
 
 
@@ -80,6 +90,16 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         "model": (str, "a model name (a string)"),
         "config": (dict, "a mapping of config fields"),
     })
+
+
+def read_training_data(directory: str | Path) -> dict[str, Any] | None:
+    """How to load the data a saved model was trained on, if its save recorded it."""
+    record = read_config(directory).get("training_data")
+    if record is not None and not (isinstance(record, dict) and
+                                   isinstance(record.get("dataset"), str)):
+        raise ValueError(f"{Path(directory) / CONFIG_FILE}: field 'training_data' must be a "
+                         "mapping with a 'dataset' name")
+    return record
 
 
 def build_config(cls: type, fields: dict[str, Any], source: Path) -> Any:
@@ -94,7 +114,8 @@ def build_config(cls: type, fields: dict[str, Any], source: Path) -> Any:
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu", *,
                trust_code: bool = False) -> torch.nn.Module:
-    """Rebuild a saved model of any registered kind with its weights.
+    """Rebuild a saved model of any registered kind with its weights, on ``device`` and in
+    eval mode, ready for inference (call ``model.train()`` to train it further).
 
     ``trust_code=True`` lets the folder's config import and build network classes by
     import path that this process has not registered: only for folders you trust.
@@ -111,7 +132,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu", *,
     with trusting_code(trust_code):
         model = cls(config)
     load_weights(model, state, directory)
-    return model.to(device)
+    return model.to(device).eval()
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

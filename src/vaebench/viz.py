@@ -1,7 +1,10 @@
-"""Figures written by the command line: image grids and loss curves."""
+"""Figures written by the command line and the benchmark report: image grids,
+labelled reconstructions and loss curves."""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,44 +45,130 @@ def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int = 8,
     return path
 
 
-def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
-                         path: str | Path, ncol: int = 8, scale: int = 2) -> Path:
-    """Rows of originals, each directly above the row of their reconstructions."""
-    rows = []
-    for start in range(0, len(originals), ncol):
-        rows += [originals[start:start + ncol], reconstructions[start:start + ncol]]
-    return save_image_grid(torch.cat(rows), path, ncol, scale)
-
-
-def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
-    """Train and eval loss per epoch (and each term, in a second panel)."""
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG (its labels kept inside) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    pyplot().close(figure)
+    return path
+
+
+def image_rows_figure(rows: list[tuple[str, torch.Tensor]], ncol: int,
+                      title: str | None = None) -> Any:
+    """One band of images per (label, N x C x H x W images in [0, 1]) pair, labelled on
+    its left; a band holds ``ncol`` images per line."""
+    plt = pyplot()
+    arrays = [(label, image_grid(images, ncol=ncol)) for label, images in rows]
+    width = max(array.shape[1] for _, array in arrays)
+    heights = [array.shape[0] for _, array in arrays]
+    inches = 7.0
+    figure, axes = plt.subplots(len(arrays), 1, squeeze=False, figsize=(
+        inches + 1.8, inches * sum(heights) / width + 0.5 + 0.1 * len(arrays)),
+        gridspec_kw={"height_ratios": heights})
+    for ax, (label, array) in zip(axes[:, 0], arrays, strict=True):
+        ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    figure.tight_layout()
+    if title:
+        figure.suptitle(title, fontsize=10, y=1.0, va="bottom")  # above the bands
+    return figure
+
+
+def reconstructions_figure(originals: torch.Tensor, reconstructions: torch.Tensor,
+                           ncol: int = 8) -> Any:
+    """Bands of up to ``ncol`` originals, each above the band of their reconstructions,
+    labelled "original" and "reconstruction". The images are laid out as given, each once:
+    callers pass distinct samples."""
+    ncol = min(ncol, len(originals))
+    rows = []
+    for start in range(0, len(originals), ncol):
+        block = slice(start, start + ncol)
+        rows += [("original", originals[block]), ("reconstruction", reconstructions[block])]
+    return image_rows_figure(rows, ncol)
+
+
+def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
+                         path: str | Path, ncol: int = 8) -> Path:
+    """Write :func:`reconstructions_figure` as a PNG (callers pass distinct samples)."""
+    return save_figure(reconstructions_figure(originals, reconstructions, ncol), path)
+
+
+def _history_entries(history: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(loss terms, training statistics): the names recorded per epoch besides the loss.
+
+    The trainer's evaluation records the loss and each term; epoch statistics (a
+    codebook's usage and perplexity, a discriminator's loss, ...) are measured in training
+    only, so a train entry without an eval one is a statistic. Without eval entries every
+    train entry is taken as a term.
+    """
+    names = sorted({key.removeprefix("train_") for record in history for key in record
+                    if key.startswith("train_")} - {"loss"})
+    if not any("eval_loss" in record for record in history):
+        return names, []
+    terms = [name for name in names if any(f"eval_{name}" in record for record in history)]
+    return terms, [name for name in names if name not in terms]
+
+
+def loss_curve_figure(history: list[dict[str, Any]]) -> Any:
+    """Train and eval loss per epoch, the loss terms in a second panel (both in nats per
+    sample), and each training statistic (not in nats) in a panel of its own; levels of
+    one statistic (``usage_1``, ``usage_2``) share its panel. Epoch ticks are integers."""
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [r["epoch"] for r in history]
-    terms = sorted({k[len("train_"):] for r in history for k in r
-                    if k.startswith("train_") and k != "train_loss"})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split, style in (("train", "-"), ("eval", "--")):
-        if f"{split}_loss" in history[0]:
-            axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], style, marker="o",
-                         label=f"{split} loss")
-            for term in terms:
-                if f"{split}_{term}" in history[0]:
-                    axes[1].plot(epochs, [r[f"{split}_{term}"] for r in history], style,
-                                 marker=".", label=f"{split} {term}")
-    axes[0].set_title("loss (nats per sample)")
-    axes[1].set_title("terms (nats per sample)")
-    for ax in axes:
+    panels = _loss_panels(history)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figure, axes = pyplot().subplots(nrows, ncols, squeeze=False,
+                                     figsize=(4.4 * ncols, 3.6 * nrows))
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
+    for ax, (title, names) in zip(axes.flat[:len(panels)], panels.items(), strict=True):
+        _plot_entries(ax, history, names)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    figure.tight_layout()
+    return figure
+
+
+def _loss_panels(history: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The names each panel of :func:`loss_curve_figure` plots, by panel title."""
+    terms, statistics = _history_entries(history)
+    panels = {"loss (nats per sample)": ["loss"]}
+    if terms:
+        panels["terms (nats per sample)"] = terms
+    for name in statistics:
+        panels.setdefault(f"{re.sub(r'_[0-9]+$', '', name)} (training)", []).append(name)
+    return panels
+
+
+def _plot_entries(ax: Any, history: list[dict[str, Any]], names: list[str]) -> None:
+    """A line per split and name that the history records (eval dashed)."""
+    epochs = [record["epoch"] for record in history]
+    for split, style in (("train", "-"), ("eval", "--")):
+        for name in names:
+            key = f"{split}_{name}"
+            if any(key in record for record in history):
+                ax.plot(epochs, [record.get(key, math.nan) for record in history], style,
+                        marker="o", markersize=3, label=f"{split} {name}")
+
+
+def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write :func:`loss_curve_figure` as a PNG."""
+    return save_figure(loss_curve_figure(history), path)

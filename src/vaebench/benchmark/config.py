@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from vaebench.config import LikelihoodOptions
 from vaebench.training.config import check_device
@@ -40,7 +41,8 @@ class BenchmarkConfig(LikelihoodOptions):
     ``spatial`` networks for the VQ family on images, so "same networks" holds within a
     family; name a network (``"mlp"``, ``"conv"``) to impose one on every model.
     ``model_options`` maps a model name to config fields of that model only, e.g.
-    ``{"beta_vae": {"beta": 4}}``.
+    ``{"beta_vae": {"beta": 4}}``; ``sampler_options`` a sampler name to its options, e.g.
+    ``{"pixelcnn": {"epochs": 1}}``.
     """
 
     models: list[str] = Field(min_length=1, description="registered model names")
@@ -56,6 +58,8 @@ class BenchmarkConfig(LikelihoodOptions):
     decoder: str | None = Field(None, description="None: each model's default network")
     model_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per model name, overrides of its config fields")
+    sampler_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options of each sampler, by sampler name")
     train_size: int | None = Field(None, gt=0, description="use the first N training samples "
                                                            "(dsprites: generate N)")
     data_seed: int = Field(0, ge=0, description="seed of the data split / dsprites subset, "
@@ -149,21 +153,48 @@ class BenchmarkConfig(LikelihoodOptions):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
-    @model_validator(mode="after")
-    def _valid_model_options(self) -> BenchmarkConfig:
-        from vaebench.models import get_model_class
+    @field_validator("model_options")
+    @classmethod
+    def _valid_model_options(cls, value: dict[str, dict[str, Any]],
+                             info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        """Check the options of each benchmarked model; drop, with a warning, those of
+        registered models that this benchmark leaves out (a narrowed reference config)."""
+        from vaebench.models import list_models
 
-        for name, options in self.model_options.items():
-            if name not in self.models:
-                raise ValueError(f"model_options names {name!r}, which is not among the "
-                                 f"benchmarked models {self.models}")
-            fields = get_model_class(name).config_class.model_fields
-            for key in options:
-                if key not in fields or key in _SHARED_FIELDS:
-                    raise ValueError(f"model_options.{name}: {key!r} is not a config field of "
-                                     f"{name} that a benchmark may set; fields: "
-                                     f"{', '.join(f for f in fields if f not in _SHARED_FIELDS)}")
-        return self
+        known = list_models()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"model_options names {unknown[0]!r}, which is not a registered "
+                             f"model; known models: {', '.join(known)}")
+        models = info.data.get("models")
+        if models is None:  # the models are invalid: that error is reported
+            return value
+        left_out = [name for name in value if name not in models]
+        if left_out:
+            warnings.warn(f"model_options of {', '.join(left_out)} ignored: not among the "
+                          f"benchmarked models {', '.join(models)}", UserWarning, stacklevel=2)
+        kept = {name: options for name, options in value.items() if name in models}
+        for name, options in kept.items():
+            _check_option_fields(name, options)
+        return kept
+
+    @field_validator("sampler_options")
+    @classmethod
+    def _valid_sampler_options(cls, value: dict[str, dict[str, Any]]
+                               ) -> dict[str, dict[str, Any]]:
+        """Each named sampler is registered and its options are valid (errors name them)."""
+        from pydantic import ValidationError
+
+        from vaebench.samplers import get_sampler_class
+
+        for name, options in value.items():
+            try:
+                get_sampler_class(name).config_class(**options)
+            except ValidationError as err:
+                problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                    for e in err.errors())
+                raise ValueError(f"sampler_options.{name}: {problem}") from None
+        return value
 
     # --- derived values -----------------------------------------------------------------
     @property
@@ -176,10 +207,15 @@ class BenchmarkConfig(LikelihoodOptions):
     def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
         """The settings that determine one run's result (not where or how it is shown)."""
         everything = self.to_dict()
-        skip = {"models", "datasets", "seeds", "model_options", "output", "device",
-                "progress", "data_root", "skip_bad_images"}
+        from vaebench.models import get_model_class
+
+        sampler = get_model_class(model).default_sampler
+        skip = {"models", "datasets", "seeds", "model_options", "sampler_options", "output",
+                "device", "progress", "data_root", "skip_bad_images"}
         out = {"dataset": dataset, "model": model, "seed": seed,
-               "model_options": everything["model_options"].get(model, {})}
+               "model_options": everything["model_options"].get(model, {}),
+               "sampler": sampler,
+               "sampler_options": everything["sampler_options"].get(sampler, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})
         return out
 
@@ -225,12 +261,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated with the non-None ``overrides``; ``model_options`` merge per model."""
+    """``base`` updated with the non-None ``overrides``; ``model_options`` and
+    ``sampler_options`` merge per model or sampler."""
     out = dict(base)
     for key, value in overrides.items():
         if value is None:
             continue
-        if key == "model_options" and isinstance(out.get(key), dict):
+        if key in ("model_options", "sampler_options") and isinstance(out.get(key), dict):
             merged = {name: dict(options) for name, options in out[key].items()}
             for name, options in value.items():
                 merged.setdefault(name, {}).update(options)
@@ -238,6 +275,18 @@ def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
         else:
             out[key] = value
     return out
+
+
+def _check_option_fields(name: str, options: dict[str, Any]) -> None:
+    """Refuse an option that is not a config field of model ``name`` a benchmark may set."""
+    from vaebench.models import get_model_class
+
+    fields = get_model_class(name).config_class.model_fields
+    for key in options:
+        if key not in fields or key in _SHARED_FIELDS:
+            raise ValueError(f"model_options.{name}: {key!r} is not a config field of "
+                             f"{name} that a benchmark may set; fields: "
+                             f"{', '.join(f for f in fields if f not in _SHARED_FIELDS)}")
 
 
 def _unique(values: list, what: str) -> list:

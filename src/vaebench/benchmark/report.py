@@ -41,12 +41,14 @@ SHOWN = ("ok", "incomplete")
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the report's tables: a flattened result key, its label and which
-    direction is better (None: not ranked)."""
+    """A column of the report's tables: a flattened result key, its label, which
+    direction is better (None: not ranked) and whether its values are whole numbers such
+    as a dimension, shown as they are rather than as mean ± std."""
 
     key: str
     label: str
     better: str | None
+    whole: bool = False
 
     @property
     def arrow(self) -> str:
@@ -60,11 +62,14 @@ COLUMNS = (
     Column("reconstruction.mse", "MSE/dim", LOWER),
     Column("likelihood.elbo", "ELBO", HIGHER),
     Column("likelihood.log_likelihood", "log p(x)", HIGHER),
+    Column("conditional_likelihood.elbo", "ELBO(x∣y)", HIGHER),
+    Column("conditional_likelihood.log_likelihood", "log p(x∣y)", HIGHER),
     Column("sample_quality.fid", "FID", LOWER),
     Column("sample_quality.precision", "precision", HIGHER),
     Column("sample_quality.recall", "recall", HIGHER),
     Column("representation.linear_probe", "linear probe", HIGHER),
     Column("representation.knn", "k-NN", HIGHER),
+    Column("representation.latent_dim", "probe dim", None, whole=True),
     Column("disentanglement.mig", "MIG", HIGHER),
     Column("disentanglement.dci_disentanglement", "DCI D", HIGHER),
     Column("disentanglement.dci_completeness", "DCI C", HIGHER),
@@ -76,7 +81,8 @@ COLUMNS = (
 #: Which direction is better for keys outside the tables (e.g. in results.csv).
 DIRECTIONS = {c.key: c.better for c in COLUMNS} | {
     "likelihood.nll_bits_per_dim": LOWER, "likelihood.neg_elbo_bits_per_dim": LOWER,
-    "loss.recon": LOWER,
+    "loss.recon": LOWER, "conditional_likelihood.nll_bits_per_dim": LOWER,
+    "conditional_likelihood.neg_elbo_bits_per_dim": LOWER,
 }
 #: Config fields listed as the benchmark's budget in the report header.
 BUDGET = ("epochs", "batch_size", "learning_rate", "latent_dim", "likelihood", "sigma",
@@ -168,14 +174,32 @@ def _not_a_number(key: str, value: Any) -> bool:
 def result_row(result: dict[str, Any]) -> dict[str, Any]:
     """One flat row: the run's fields, ``group.key`` for every metric (None for a value
     that is not a finite number where one belongs: the run's note says what it was),
-    ``metric_error.group`` for every metric that failed, and ``config`` (a dict)."""
+    ``metric_error.group`` for every metric that failed, and ``config`` (a dict). The
+    likelihood of a model conditioned on labels is the group ``conditional_likelihood``."""
     row = {key: None for key in _BASE}
-    row.update({key: None if _not_a_number(key, value) else value
+    row.update({_row_key(result, key): None if _not_a_number(key, value) else value
                 for key, value in _fields(result).items()})
     for group, message in (result.get("metric_errors") or {}).items():
-        row[f"metric_error.{group}"] = message
+        row[f"metric_error.{_row_group(result, group)}"] = message
     row["config"] = result.get("config") or {}
     return row
+
+
+def _row_group(result: dict[str, Any], group: str) -> str:
+    """The group a metric is shown under: the likelihood of a model conditioned on labels
+    (the CVAE's log p(x | y)) apart from the others' log p(x), as ``conditional_likelihood``."""
+    from vaebench.models import get_model_class, list_models
+
+    model = result.get("model")
+    if group == "likelihood" and model in list_models() and get_model_class(model).needs_labels:
+        return "conditional_likelihood"
+    return group
+
+
+def _row_key(result: dict[str, Any], key: str) -> str:
+    """``key`` of :func:`_fields` as a row names it (see :func:`_row_group`)."""
+    group, dot, name = key.partition(".")
+    return f"{_row_group(result, group)}.{name}" if dot else key
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
@@ -271,19 +295,26 @@ def _columns(rows: list[dict[str, Any]]) -> list[Column]:
     for column in COLUMNS:
         if summarize(rows, column.key) is None:
             continue
-        if column.key == "likelihood.log_likelihood":
-            ks = sorted({k for r in rows if isinstance(k := r.get("likelihood.k"), int)
-                         and not isinstance(k, bool) and k > 0})
-            if ks:
-                column = Column(column.key, f"log p(x) K={'/'.join(map(str, ks))}",
-                                column.better)
+        if column.key.endswith(".log_likelihood"):
+            column = _with_k(column, rows)
         out.append(column)
     return out
 
 
+def _with_k(column: Column, rows: list[dict[str, Any]]) -> Column:
+    """A log-likelihood column labelled with the importance samples K of its estimates."""
+    group = column.key.split(".")[0]
+    ks = sorted({k for r in rows if isinstance(k := r.get(f"{group}.k"), int)
+                 and not isinstance(k, bool) and k > 0})
+    if not ks:
+        return column
+    return Column(column.key, f"{column.label} K={'/'.join(map(str, ks))}", column.better)
+
+
 def best_models(rows: list[dict[str, Any]], column: Column, models: list[str]) -> set[str]:
     """The models whose mean is the best of ``column`` (ties: all of them); none when fewer
-    than two models have a value."""
+    than two models have a value, or when every model has the same mean (say, precision 0
+    for all): then no value stands out."""
     if column.better is None:
         return set()
     means = {}
@@ -291,7 +322,7 @@ def best_models(rows: list[dict[str, Any]], column: Column, models: list[str]) -
         summary = summarize([r for r in rows if r["model"] == model], column.key)
         if summary is not None:
             means[model] = summary[0]
-    if len(means) < 2:  # nothing to compare
+    if len(set(means.values())) < 2:  # nothing to compare, or all tie
         return set()
     best = max(means.values()) if column.better == HIGHER else min(means.values())
     return {model for model, mean in means.items() if mean == best}
@@ -316,19 +347,23 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
         cells = [f"`{model}`", f"{ok}/{len(mine)}" + (f" ({incomplete} incomplete)"
                                                      if incomplete else "")]
         for column in columns:
-            summary = summarize(mine, column.key)
-            if counted == 0:
-                cells.append("failed")
-            elif summary is None:
-                group = column.key.split(".")[0]
-                erred = any(r.get(f"metric_error.{group}") for r in mine)
-                cells.append("error" if erred else "–")
-            else:
-                mean, std, n = summary
-                text = format_mean_std(mean, std) + (f" (n={n})" if n < counted else "")
-                cells.append(f"**{text}**" if model in best[column.key] else text)
+            text = "failed" if counted == 0 else _cell(mine, column, counted)
+            cells.append(f"**{text}**" if model in best[column.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(rows: list[dict[str, Any]], column: Column, counted: int) -> str:
+    """One model's cell of ``column`` over its ``rows`` (``counted`` of them shown)."""
+    summary = summarize(rows, column.key)
+    if summary is None:
+        group = column.key.split(".")[0]
+        return "error" if any(r.get(f"metric_error.{group}") for r in rows) else "–"
+    if column.whole:
+        return "/".join(str(int(v)) for v in sorted({_number(r.get(column.key)) for r in rows
+                                                     if r.get("status") in SHOWN} - {None}))
+    mean, std, n = summary
+    return format_mean_std(mean, std) + (f" (n={n})" if n < counted else "")
 
 
 def _model_list(names: list[str], models: set[str]) -> str:
@@ -462,10 +497,15 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
         "(seeds) of a model; `(n=k)` when only k of them have the value. An incomplete run "
         "says ok but lacks values; each missing one is left out. ↑ higher is better, ↓ "
         "lower is better; "
-        "the best mean of each column is in **bold**. The test loss is each model's own "
+        "the best mean of each column is in **bold** (none when every model has the same). "
+        "The test loss is each model's own "
         "objective (with its own weights), so it compares models only with the same "
         "objective; ELBO and log p(x) (nats per sample, importance-sampled) compare every "
-        "model with a likelihood. See docs/benchmark.md for every column.",
+        "model with a likelihood. A model given the labels (such as `cvae`) has log p(x∣y) and its "
+        "ELBO(x∣y) instead, in columns of their own: they are not comparable with log p(x). "
+        "The linear probe and k-NN read each model's posterior mean, flattened to `probe dim` "
+        "numbers (a spatial code grid gives many more than a vector code), so a larger code "
+        "has more to read from. See docs/benchmark.md for every column.",
     ]
     for dataset in datasets:
         mine = [r for r in rows if r["dataset"] == dataset]
@@ -561,15 +601,6 @@ def write_report(output: str | Path, config: Any = None, *, figures: bool = True
 # --------------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
 
@@ -657,33 +688,16 @@ def make_figures(output: str | Path, results: list[dict[str, Any]],
 
 def _image_rows(rows: list[tuple[str, Any]], title: str, path: Path, ncol: int) -> None:
     """One labelled band of images per (name, uint8 N x C x H x W) pair."""
-    from vaebench.viz import image_grid
+    from vaebench.viz import image_rows_figure, save_figure
 
-    plt = _pyplot()
-    arrays = [(name, image_grid(images.float() / 255, ncol=ncol)) for name, images in rows]
-    width = max(a.shape[1] for _, a in arrays)
-    heights = [a.shape[0] for _, a in arrays]
-    inches = 7.0
-    fig, axes = plt.subplots(len(arrays), 1, squeeze=False, figsize=(
-        inches + 1.8, inches * sum(heights) / width + 0.5 + 0.1 * len(arrays)),
-        gridspec_kw={"height_ratios": heights})
-    for ax, (name, array) in zip(axes[:, 0], arrays, strict=True):
-        ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=255,
-                  interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    fig.suptitle(title, fontsize=10, y=1.0, va="bottom")  # above the bands: saved "tight"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # long model names fit
-    plt.close(fig)
+    save_figure(image_rows_figure([(name, images.float() / 255) for name, images in rows],
+                                  ncol, title), path)
 
 
 def _traversal(images, note: dict[str, Any], title: str, path: Path) -> None:
-    from vaebench.viz import image_grid
+    from vaebench.viz import image_grid, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     steps = int(note.get("steps") or 7)
     dims = note.get("dims") or []
     array = image_grid(images.float() / 255, ncol=steps)
@@ -698,14 +712,14 @@ def _traversal(images, note: dict[str, Any], title: str, path: Path) -> None:
     ax.set_xlabel("value of the dimension: low → high", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _bar_chart(rows: list[dict[str, Any]], column: Column, models: list[str], title: str,
                path: Path) -> None:
-    plt = _pyplot()
+    from vaebench.viz import pyplot, save_figure
+
+    plt = pyplot()
     means, errors, labels = [], [], []
     for model in models:
         summary = summarize([r for r in rows if r["model"] == model], column.key)
@@ -729,6 +743,4 @@ def _bar_chart(rows: list[dict[str, Any]], column: Column, models: list[str], ti
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

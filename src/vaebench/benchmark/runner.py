@@ -132,6 +132,7 @@ _OPTIONAL = (
     ("metric_errors", _is_messages, "an object of messages"),
     ("not_applicable", _is_messages, "an object of messages"),
     ("figures", _is_mapping, "an object"),
+    ("sampler", _is_mapping, "an object"),
     ("hardware", _is_mapping, "an object"),
     ("seconds", _is_number, "a number"),
     ("train_seconds", _is_number, "a number"),
@@ -366,20 +367,15 @@ class _Context:
                      lambda: self._build_features(dataset, sample_shape))
 
     def _build_features(self, dataset: str, sample_shape: tuple[int, ...]):
-        from vaebench import viz
-        from vaebench.data import DATASETS
-        from vaebench.metrics import ClassifierFeatures, InceptionFeatures
+        from vaebench.metrics import feature_network
         from vaebench.training import resolve_device
 
-        if not viz.is_image_shape(sample_shape):
-            raise NotApplicable("the data are not images")
-        device = resolve_device(self.config.device)
-        if self.config.features == "inception":
-            return CachingFeatures(InceptionFeatures(device=device))
-        if dataset not in DATASETS:
-            raise NotApplicable(f"no class labels to train the feature classifier on for "
-                                f"{dataset_key(dataset)}; use features='inception'")
-        return CachingFeatures(ClassifierFeatures.for_dataset(dataset, device=device))
+        try:
+            network = feature_network(self.config.features, dataset, sample_shape,
+                                      resolve_device(self.config.device))
+        except ValueError as err:
+            raise NotApplicable(str(err)) from err
+        return CachingFeatures(network)
 
 
 def _once(memo: dict[str, Any], key: str, build: Callable[[], Any]) -> Any:
@@ -456,7 +452,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         "seconds": None, "train_seconds": None, "eval_seconds": None, "best_epoch": None,
         "best_eval_loss": None,
         "n_train": None, "n_test": None, "metrics": {}, "metric_errors": {},
-        "not_applicable": {}, "figures": {},
+        "not_applicable": {}, "figures": {}, "sampler": None,
         "config": _jsonable(config.run_config(run.dataset, run.model, run.seed)),
         "hardware": None, "vaebench_version": vaebench.__version__,
     }
@@ -464,7 +460,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
     try:
         train, test = context.data(run.dataset)
         result.update(n_train=len(train), n_test=len(test))
-        model, trainer = _train(config, run, train, test, folder, result)
+        model, sampler, trainer = _train(config, run, train, test, folder, result)
         result["hardware"] = hardware(trainer.device)
         result["status"] = "ok"
     except Exception as err:
@@ -475,9 +471,9 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         eval_start = time.perf_counter()
         features = _lazy_features(context, run.dataset, train.sample_shape)
         result["metrics"], result["metric_errors"], result["not_applicable"] = evaluate_run(
-            config, run, model, train, test, features)
+            config, run, model, train, test, features, sampler)
         try:
-            result["figures"] = _save_figure_tensors(model, test, run, folder)
+            result["figures"] = _save_figure_tensors(model, sampler, test, run, folder)
         except Exception as err:  # figures never fail a run
             result["figures"] = {"error": f"{type(err).__name__}: {err}"}
         result["eval_seconds"] = time.perf_counter() - eval_start
@@ -490,7 +486,10 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
 
 def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
            result: dict[str, Any]):
+    """Train the run's model, fit the sampler its paper generates with, save both."""
     from vaebench.models import create_model
+    from vaebench.samplers import save_sampler
+    from vaebench.saved_model import fitted_sampler
     from vaebench.training import Trainer, TrainerConfig
 
     options: dict[str, Any] = {"input_dim": train.sample_shape, "latent_dim": config.latent_dim,
@@ -513,9 +512,12 @@ def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
     if trainer.best_epoch is None:
         raise FloatingPointError(f"the eval loss was never finite (last: "
                                  f"{history[-1].get('eval_loss')}); nothing to evaluate")
-    model.fit_prior(train)
+    sampler, result["sampler"] = fitted_sampler(
+        model.default_sampler, model, train, seed=run.seed,
+        **config.sampler_options.get(model.default_sampler, {}))
     model.save(folder / "model")
-    return model, trainer
+    save_sampler(sampler, folder / "model")
+    return model, sampler, trainer
 
 
 def _lazy_features(context: _Context, dataset: str, sample_shape: tuple[int, ...]):
@@ -524,13 +526,16 @@ def _lazy_features(context: _Context, dataset: str, sample_shape: tuple[int, ...
 
 
 def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
-                 features: Callable[[], Any] | Any = None
+                 features: Callable[[], Any] | Any = None, sampler: Any = None
                  ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """Every metric of ``config`` that applies: (metrics by group, errors, not applicable).
+    Samples are drawn with ``sampler`` (a fitted :mod:`vaebench.samplers` sampler), else
+    with ``model.generate``.
 
     Each group is computed on its own: an exception is recorded as that group's error.
     """
     from vaebench import viz
+    from vaebench.data.sources import has_class_labels
     from vaebench.metrics import (
         disentanglement_report,
         has_likelihood,
@@ -555,10 +560,11 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
         network = features() if callable(features) else features
         if network is None:
             raise NotApplicable("no feature network")
-        return sample_quality(model, test, network, n=config.n_fid, seed=run.seed)
+        return sample_quality(model, test, network, n=config.n_fid, seed=run.seed,
+                              sampler=sampler)
 
     def representation():
-        if not _has_class_labels(train) or not _has_class_labels(test):
+        if not has_class_labels(train) or not has_class_labels(test):
             raise NotApplicable("needs one integer class label per sample")
         if getattr(model, "needs_labels", False):
             raise NotApplicable("the encoder is given the label: a probe of its codes would "
@@ -595,21 +601,13 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
     return metrics, errors, skipped
 
 
-def _has_class_labels(data) -> bool:
-    labels = data.labels
-    if labels is None:
-        return False
-    labels = torch.as_tensor(labels)
-    return (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)) and \
-        not labels.is_floating_point()
-
-
 # --------------------------------------------------------------------------------------------
 # the images the report's figures are made of
 # --------------------------------------------------------------------------------------------
 
 
-def _save_figure_tensors(model: Any, test, run: Run, folder: Path) -> dict[str, Any]:
+def _save_figure_tensors(model: Any, sampler: Any, test, run: Run, folder: Path
+                         ) -> dict[str, Any]:
     """Save reconstructions of fixed test images, samples and a latent traversal as uint8
     in ``figures.safetensors``; returns what was saved or why not."""
     from vaebench import viz
@@ -625,7 +623,7 @@ def _save_figure_tensors(model: Any, test, run: Run, folder: Path) -> dict[str, 
     tensors["originals"] = x
     parts = {
         "reconstructions": lambda: model.reconstruct(x),
-        "samples": lambda: model.generate(N_SAMPLES),
+        "samples": lambda: sampler.generate(model, N_SAMPLES),
     }
     for name, make in parts.items():
         try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vaebench.data.sources import ArrayData, as_data, load_image_folder
+from vaebench.data.sources import ArrayData, as_data, load_image_folder, seeded_order
 
 DATASETS = ("mnist", "mnist5k", "digits", "dsprites")
 #: dSprites images generated for a training run unless told otherwise.
@@ -48,8 +48,10 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
                     skip_bad_images: bool = False) -> tuple[ArrayData, ArrayData]:
     """(train, test) as ``vaebench train`` and ``vaebench benchmark`` use them: a bundled
     dataset's splits (dsprites: ``train_size`` generated images and a quarter as many, at
-    least 1000, for the test), or user data split 90 / 10 by ``seed``; then the first
-    ``train_size`` training samples. ``skip_bad_images``: leave out (with a warning) the
+    least 1000, for the test), or user data split 90 / 10 by ``seed``; then ``train_size``
+    training samples drawn by ``seed``. Labelled data are drawn class-balanced (see
+    :func:`~vaebench.data.sources.seeded_order`), so the first samples of either split hold
+    every class in proportion. ``skip_bad_images``: leave out (with a warning) the
     unreadable files of an image folder instead of failing."""
     if dataset == "dsprites":  # generated: draw only the images the run uses
         n = train_size or DSPRITES_TRAIN_SIZE
@@ -61,10 +63,10 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
         test = as_data(load_dataset(dataset, "test", root=data_root), name="test data")
     else:
         data = as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        order = seeded_order(data, seed)
         n_test = max(1, len(data) // 10)
         test = data.subset(order[:n_test], "test data")
         train = data.subset(order[n_test:], "train data")
-    if train_size is not None:
-        train = train.subset(slice(0, train_size))
+    if train_size is not None and train_size < len(train):
+        train = train.subset(seeded_order(train, seed)[:train_size])
     return train, test

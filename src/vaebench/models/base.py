@@ -88,6 +88,8 @@ class Autoencoder(nn.Module):
     has_likelihood: ClassVar[bool] = False
     no_likelihood_reason: ClassVar[str] = (
         "a deterministic autoencoder has no posterior q(z|x) and prior p(z) to integrate over")
+    #: The sampler its paper generates with (see :mod:`vaebench.samplers`).
+    default_sampler: ClassVar[str] = "normal"
 
     def __init__(self, config: ModelConfig | None = None, *, encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, **config_fields: Any):
@@ -194,6 +196,10 @@ class Autoencoder(nn.Module):
         """Decoder output: the parameters of p(x | z)."""
         return self.decoder(z)
 
+    def decode_draws(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output for codes drawn by a sampler (a conditional model picks labels)."""
+        return self.decode(z)
+
     def forward(self, x: torch.Tensor, **inputs: Any) -> ModelOutput:
         objective = self.objective(x, **inputs)
         weights = self.term_weights()
@@ -218,22 +224,25 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int) -> torch.Tensor:
-        """Decode ``n`` draws from the prior (means of p(x | z))."""
+        """Decode ``n`` draws from the prior (means of p(x | z)); other ways of drawing
+        codes are the samplers of :mod:`vaebench.samplers`."""
+        if self.prior is None:
+            raise RuntimeError(
+                f"{self.name} has no prior of its own: fit a sampler on its training data, "
+                f"e.g. vaebench.samplers.create_sampler({self.default_sampler!r}, model)"
+                ".fit(model, train_data), then sampler.generate(model, n)")
         z = self.prior.sample(n, device=self.device)
         return self.likelihood.mean(self.decode(z))
-
-    def fit_prior(self, data: ArrayData, **options: Any) -> None:
-        """Fit a prior on the codes of trained data, for models whose prior is learned
-        after the autoencoder (e.g. a PixelCNN over VQ-VAE codes); a no-op otherwise."""
 
     def prepare(self, data: ArrayData) -> None:
         """Called once by the trainer with the training data, before the first step."""
         self.likelihood.prepare(data)
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, **options: Any) -> Path:
+        """Save into ``directory`` (see :func:`vaebench.serialization.save_model`)."""
         from vaebench.serialization import save_model
 
-        return save_model(self, directory)
+        return save_model(self, directory, **options)
 
     def _check_networks(self) -> None:
         """Run a dummy batch to catch shape mismatches now, not mid-epoch."""

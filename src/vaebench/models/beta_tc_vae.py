@@ -90,7 +90,9 @@ def minibatch_log_densities(q: DiagonalGaussian, z: torch.Tensor, dataset_size: 
 @register_model
 class BetaTCVAE(VAE):
     """beta-TCVAE (Chen et al. 2018, "Isolating Sources of Disentanglement in Variational
-    Autoencoders", Eq. 4): the KL term of the ELBO, averaged over the data, decomposes as
+    Autoencoders", Eq. 4): the KL split into three terms, each with its own weight.
+
+    The KL term of the ELBO, averaged over the data, decomposes as
 
         E_p(x)[KL(q(z|x) || p(z))] = I_q(z; x) + KL(q(z) || prod_j q(z_j))
                                      + sum_j KL(q(z_j) || p(z_j)),

@@ -147,11 +147,15 @@ class CVAE(VAE):
     @torch.no_grad()
     def generate(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decode ``n`` prior draws, the i-th with label ``labels[i]`` (default i mod K)."""
-        if labels is None:
-            labels = torch.arange(n) % self.config.num_classes
-        labels = torch.as_tensor(labels, device=self.device)
         z = self.prior.sample(n, device=self.device)
-        return self.likelihood.mean(self.decode(z, labels))
+        if labels is None:
+            return self.likelihood.mean(self.decode_draws(z))
+        return self.likelihood.mean(self.decode(z, torch.as_tensor(labels, device=self.device)))
+
+    def decode_draws(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output for drawn codes, the i-th with label i mod K (every class)."""
+        labels = torch.arange(len(z), device=z.device) % self.config.num_classes
+        return self.decode(z, labels)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,7 +35,9 @@ class MSSSIMVAEConfig(VAEConfig):
 @register_model
 class MSSSIMVAE(VAE):
     """VAE whose reconstruction term is D * (1 - MS-SSIM(x, x_hat)) (Snell et al. 2017 train
-    with 1 - MS-SSIM as the reconstruction loss), per sample:
+    with 1 - MS-SSIM as the reconstruction loss).
+
+    Per sample,
 
         loss = D * (1 - MS-SSIM(x, E[x | z])) + beta * KL(q(z | x) || p(z)),   z ~ q(z | x)
 

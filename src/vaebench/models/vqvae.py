@@ -1,5 +1,4 @@
-"""Quantized autoencoders: VQ-VAE, its EMA variant, HRQ-VAE (residual) and FSQ-VAE, with a
-gated PixelCNN prior over their codes.
+"""Quantized autoencoders: VQ-VAE, its EMA variant, HRQ-VAE (residual) and FSQ-VAE.
 
 Each is a short declaration on :class:`QuantizedAutoencoder`: its quantizer and the weights
 of its terms. The objective is, per sample,
@@ -13,15 +12,14 @@ the base class; the commitment term weighs ``beta``. The quantization terms are 
 every latent position and embedding dimension, like the reconstruction term over pixels,
 so no term changes when only the batch size changes (DESIGN.md, "VQ-VAE loss").
 
-The models have no Gaussian prior: after training, :meth:`QuantizedAutoencoder.fit_prior`
-(the ``vaebench train`` command calls it) encodes the training set to code indices and fits
-the PixelCNN, a submodule saved with the model; :meth:`QuantizedAutoencoder.generate` then
-samples codes from it and decodes them.
+The models have no prior of their own: after training, the ``pixelcnn`` sampler
+(:class:`vaebench.samplers.PixelCNNSampler`, a gated PixelCNN) is fitted on the code indices
+of the training set and saved beside the model (``vaebench train`` does both); generating
+draws code grids from it and decodes them (:meth:`QuantizedAutoencoder.decode_indices`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from vaebench.config import ModelConfig
-from vaebench.data.sources import ArrayData, as_data
+from vaebench.data.sources import as_data
 from vaebench.evaluation import evaluating
 from vaebench.models.base import Autoencoder, Objective
 from vaebench.models.registry import register_model
@@ -42,7 +40,6 @@ from vaebench.quantizers import (
     VectorQuantizer,
     codebook_usage,
 )
-from vaebench.samplers.pixelcnn import GatedPixelCNN
 
 __all__ = ["FSQVAE", "HRQVAE", "VQVAE", "VQVAEEMA", "FSQVAEConfig", "HRQVAEConfig",
            "QuantizedAutoencoder", "QuantizedConfig", "VQVAEConfig", "VQVAEEMAConfig"]
@@ -61,7 +58,7 @@ def _spatial_default(input_dim: Any) -> str:
 
 
 class QuantizedConfig(ModelConfig):
-    """What every quantized model shares: the latent grid and the PixelCNN prior.
+    """What every quantized model shares: the latent grid.
 
     ``latent_dim`` is the code (embedding) dimension of one grid position. ``encoder`` and
     ``decoder`` default to ``"spatial"`` for images whose sides are divisible by 4 (a
@@ -71,12 +68,6 @@ class QuantizedConfig(ModelConfig):
     grid_shape: tuple[int, ...] | None = Field(
         None, description="latent grid (h, w) of your own spatial networks; derived for the "
                           "built-in ones ('spatial': from input_dim, 'mlp'/'conv': one code)")
-    prior_channels: int = Field(32, gt=0, description="PixelCNN feature channels")
-    prior_layers: int = Field(5, gt=0, description="PixelCNN gated layers")
-    prior_kernel_size: int = Field(5, ge=3, description="PixelCNN kernel size (odd)")
-    prior_epochs: int = Field(10, gt=0, description="epochs of PixelCNN fitting")
-    prior_batch_size: int = Field(64, gt=0)
-    prior_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the PixelCNN")
 
     @model_validator(mode="before")
     @classmethod
@@ -97,13 +88,6 @@ class QuantizedConfig(ModelConfig):
         if value is not None and (len(value) not in (0, 2) or any(s < 1 for s in value)):
             raise ValueError(f"grid_shape must be () or (h, w) with positive entries, got "
                              f"{value}")
-        return value
-
-    @field_validator("prior_kernel_size")
-    @classmethod
-    def _odd_kernel(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"prior_kernel_size must be odd, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -160,7 +144,8 @@ class FSQVAEConfig(QuantizedConfig):
 
 
 class QuantizedAutoencoder(Autoencoder):
-    """Base of the quantized models: encoder -> quantizer -> decoder, PixelCNN prior.
+    """Base of the quantized models: encoder -> quantizer -> decoder. They have no prior
+    of their own: the ``pixelcnn`` sampler is fitted on their code grids after training.
 
     A subclass declares :meth:`build_quantizer` and :meth:`term_weights`. ``encode(x)``
     returns the :class:`~vaebench.quantizers.Quantization` (``.mean`` is the quantized
@@ -171,19 +156,14 @@ class QuantizedAutoencoder(Autoencoder):
     no_likelihood_reason = (
         "a quantized autoencoder's code is a deterministic function of x; a bound on log p(x) "
         "would be -recon - the PixelCNN's NLL of the codes, which is not reported yet")
+    default_sampler = "pixelcnn"
 
     def __init__(self, config: QuantizedConfig | None = None, *,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None,
                  **config_fields: Any):
         super().__init__(config, encoder=encoder, decoder=decoder, **config_fields)
         self.quantizer = self.build_quantizer()
-        cfg = self.config
-        # Replaces the base class's N(0, I): the prior of a quantized model is the PixelCNN.
-        self.prior = GatedPixelCNN(self.quantizer.num_codes, self._prior_grid,
-                                   depth=self.quantizer.depth, channels=cfg.prior_channels,
-                                   layers=cfg.prior_layers, kernel_size=cfg.prior_kernel_size)
-        self.register_buffer("prior_fitted", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("prior_nll", torch.full((), math.nan))
+        self.prior = None  # the pixelcnn sampler, fitted after training
 
     # --- what a subclass declares ---------------------------------------------------------
     def build_quantizer(self) -> Quantizer:
@@ -202,7 +182,8 @@ class QuantizedAutoencoder(Autoencoder):
         return ()
 
     @property
-    def _prior_grid(self) -> tuple[int, int]:
+    def code_grid_shape(self) -> tuple[int, int]:
+        """(h, w) of the code grid a sampler models: the latent grid, or (1, 1)."""
         return self.grid_shape if self.grid_shape else (1, 1)
 
     @property
@@ -227,11 +208,6 @@ class QuantizedAutoencoder(Autoencoder):
         return Objective({"recon": self.reconstruction_term(params, x), **q.terms},
                          q.quantized, params)
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The autoencoder's parameters; the PixelCNN is fitted afterwards by fit_prior."""
-        return {"model": [p for name, p in self.named_parameters()
-                          if not name.startswith("prior.")]}
-
     def on_epoch_start(self) -> None:
         self.quantizer.reset_usage()
 
@@ -242,9 +218,9 @@ class QuantizedAutoencoder(Autoencoder):
     # --- codes ----------------------------------------------------------------------------
     @torch.no_grad()
     def code_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """Code indices of ``x`` as the prior sees them: (B, depth, h, w)."""
+        """Code indices of ``x`` as a sampler models them: (B, depth, h, w)."""
         indices = self.encode(x).indices
-        return indices.reshape(x.shape[0], self.quantizer.depth, *self._prior_grid)
+        return indices.reshape(x.shape[0], self.quantizer.depth, *self.code_grid_shape)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Decoder output (the parameters of p(x | z)) for code grids (B, depth, h, w)."""
@@ -266,44 +242,6 @@ class QuantizedAutoencoder(Autoencoder):
         pairs = [codebook_usage(c) for c in counts]
         return {"usage": sum(p[0] for p in pairs) / len(pairs),
                 "perplexity": sum(p[1] for p in pairs) / len(pairs)}
-
-    # --- prior and generation -------------------------------------------------------------
-    def fit_prior(self, data: ArrayData | Any, epochs: int | None = None,
-                  batch_size: int | None = None, lr: float | None = None, seed: int = 0,
-                  progress: bool = False, **options: Any) -> list[float]:
-        """Encode ``data`` to code grids (batched, no_grad, eval mode) and fit the PixelCNN
-        prior on them; budget from the config (``prior_epochs``, ...) unless given.
-
-        Returns the PixelCNN's training NLL (nats per code grid) of each epoch; the last is
-        kept in the buffer ``prior_nll``.
-        """
-        if options:
-            raise TypeError(f"unknown fit_prior options {sorted(options)}")
-        cfg = self.config
-        data = as_data(data, name="prior data")
-        with evaluating(self):
-            indices = torch.cat([self.code_indices(x)
-                                 for x in data.batches(512, device=self.device)])
-        history = self.prior.fit(
-            indices, epochs=epochs if epochs is not None else cfg.prior_epochs,
-            batch_size=batch_size or cfg.prior_batch_size, lr=lr or cfg.prior_lr,
-            generator=torch.Generator().manual_seed(seed), progress=progress)
-        if history:
-            self.prior_fitted.fill_(True)
-            self.prior_nll.fill_(history[-1])
-        return history
-
-    @torch.no_grad()
-    def generate(self, n: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode ``n`` code grids drawn from the fitted PixelCNN (means of p(x | z))."""
-        if not bool(self.prior_fitted):
-            raise RuntimeError(f"{self.name} has no fitted prior to sample from: call "
-                               "model.fit_prior(train_data) after training (the vaebench "
-                               "train command does)")
-        with evaluating(self):
-            indices = self.prior.sample(n, temperature, generator=generator, device=self.device)
-            return self.likelihood.mean(self.decode_indices(indices))
 
 
 @register_model
@@ -346,7 +284,7 @@ class HRQVAE(VQVAE):
     """HRQ-VAE (Hosking et al. 2022): a depth of codebooks quantizing successive residuals.
 
     Terms are those of VQ-VAE summed over levels; see
-    :class:`~vaebench.quantizers.ResidualQuantizer`. The PixelCNN prior models the levels
+    :class:`~vaebench.quantizers.ResidualQuantizer`. The pixelcnn sampler models the levels
     of each position coarse to fine.
     """
 

@@ -233,6 +233,17 @@ class Trainer:
             elif scheduler is not None and not _per_step(scheduler):
                 scheduler.step()
 
+    @property
+    def kept(self) -> dict[str, Any]:
+        """Which epoch's weights the model holds after :meth:`fit`, and why."""
+        if self.config.keep_best and self.best_epoch is not None:
+            return {"epoch": self.best_epoch, "why": "lowest eval loss (keep best)",
+                    "eval_loss": self.best_eval_loss}
+        last = self.history[-1] if self.history else {}
+        why = "last epoch (keep last)" if not self.config.keep_best else \
+            "last epoch (no finite eval loss to choose by)"
+        return {"epoch": last.get("epoch"), "why": why, "eval_loss": last.get("eval_loss")}
+
     def _new_best(self, epoch: int, eval_loss: float) -> None:
         """Remember (and save) the weights of a new best eval epoch."""
         self.best_eval_loss, self.best_epoch = eval_loss, epoch
