@@ -19,6 +19,8 @@ from vaebench.benchmark import (
     render_report,
     result_row,
     run_benchmark,
+    sampler_names,
+    sampler_table,
     write_report,
 )
 from vaebench.benchmark import runner as runner_module
@@ -69,12 +71,14 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
         assert result["metrics"]["sample_quality"]["features"] == "classifier-digits-v2"
         assert 0 <= result["metrics"]["representation"]["linear_probe"] <= 1
         assert result["not_applicable"]["disentanglement"]
-        assert result["sampler"]["sampler"] == "normal" == result["config"]["sampler"]
-    # the samples are the saved sampler's: the same seed draws the same images
+        by_sampler = result["metrics"]["sample_quality"]["by_sampler"]
+        assert list(result["samplers"]) == list(by_sampler) == ["normal", "gmm"]
+        assert by_sampler["normal"]["fid"] == result["metrics"]["sample_quality"]["fid"]
+        assert by_sampler["gmm"]["fid"] != by_sampler["normal"]["fid"]
+    # every sampler is saved beside the model, fitted for its weights
     model_dir = bench / "runs" / "digits" / "vae" / "seed0" / "model"
     model = load_model(model_dir)
-    sampler = load_sampler(model_dir, "normal", model)
-    assert sampler.generate(model, 4, seed=1).shape == (4, 1, 8, 8)
+    assert load_sampler(model_dir, "gmm", model).generate(model, 4).shape == (4, 1, 8, 8)
     # a likelihood for the VAE only; the K=10 estimate is at least the ELBO (up to noise)
     vae = results[("vae", "seed0")]["metrics"]["likelihood"]
     assert vae["k"] == 10 and vae["log_likelihood"] >= vae["elbo"] - 0.5
@@ -102,15 +106,18 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
     mse = {m: sum(results[(m, s)]["metrics"]["reconstruction"]["mse"]
                   for s in ("seed0", "seed1")) / 2 for m in ("vae", "ae")}
     best = min(mse, key=mse.get)
-    table = {line.split("|")[1].strip(): line for line in report.splitlines()
+    main_table = report.split("**Sample quality per sampler**")[0]
+    table = {line.split("|")[1].strip(): line for line in main_table.splitlines()
              if line.startswith("| `")}
     header = next(line for line in report.splitlines() if line.startswith("| model"))
     column = [c.strip() for c in header.split("|")].index("MSE/dim ↓")
     assert table[f"`{best}`"].split("|")[column].strip().startswith("**")
     other = ({"vae", "ae"} - {best}).pop()
     assert not table[f"`{other}`"].split("|")[column].strip().startswith("**")
+    assert "**Sample quality per sampler**" in report and "| `vae` | `normal` |" in report
     for name in ("reconstructions.png", "samples.png", "traversal_vae.png", "traversal_ae.png",
-                 "bar_reconstruction_mse.png", "bar_sample_quality_fid.png"):
+                 "bar_reconstruction_mse.png", "bar_sample_quality_fid.png",
+                 "fid_by_sampler.png"):
         assert (bench / "figures" / "digits" / name).is_file(), name
         assert f"figures/digits/{name}" in report
 
@@ -229,9 +236,12 @@ def test_a_failing_metric_is_recorded_and_the_run_is_ok(tmp_path, monkeypatch):
 
 def _synthetic(model, seed, status="ok", **metrics):
     groups = {}
-    for key, value in metrics.items():
-        group, name = key.split("__")
-        groups.setdefault(group, {})[name] = value
+    for key, value in metrics.items():  # group__name, or group__a__b__name when nested
+        *path, name = key.split("__")
+        level = groups
+        for part in path:
+            level = level.setdefault(part, {})
+        level[name] = value
     return {"dataset": "toy", "model": model, "seed": seed, "status": status,
             "error": None if status == "ok" else "ValueError: diverged", "seconds": 1.0,
             "train_seconds": 0.5, "metrics": groups if status == "ok" else {},
@@ -263,6 +273,24 @@ def test_report_formatting_marks_the_best_value_per_direction():
            for m, mse in (("a", 0.5), ("b", 0.5), ("c", 0.7))]
     assert markdown_table(tie).count("**0.5000**") == 2
     assert "**" not in markdown_table(tie[:1])
+
+
+def test_the_sampler_table_bolds_the_best_sampler_of_each_model():
+    results = [_synthetic(model, seed, **{f"sample_quality__by_sampler__{name}__fid": fid
+                                         for name, fid in fids.items()})
+               for model, fids in (("vae", {"normal": 50.0, "gmm": 30.0}),
+                                   ("vqvae", {"pixelcnn": 40.0}),
+                                   ("ae", {"normal": 20.0, "gmm": 20.0}))
+               for seed in (0, 1)]
+    rows = [result_row(r) for r in results]
+    assert sampler_names(rows) == ["normal", "gmm", "pixelcnn"]
+    table = sampler_table(rows, ["vae", "vqvae", "ae"])
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert lines["`vae`"].split("|")[2:6] == [" `normal` ", " 50.00 ± 0.00 ", " **30.00 ± 0.00** ",
+                                              " – "]
+    assert "**" not in lines["`vqvae`"] and "`pixelcnn`" in lines["`vqvae`"]
+    assert "**" not in lines["`ae`"]  # a tie: nothing stands out
+    assert sampler_table([result_row(_synthetic("vae", 0))]) is None
 
 
 def test_no_value_is_bold_when_every_model_has_the_same():

@@ -230,6 +230,9 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--option", action="append", type=_parse_model_option,
                        default=[], metavar="MODEL.KEY=VALUE",
                        help="a config field of one model, e.g. beta_vae.beta=4")
+    bench.add_argument("--samplers", default=None,
+                       help="comma-separated samplers scored besides each model's own, for "
+                            "the models they serve; default normal,gmm")
     bench.add_argument("--sampler-option", action="append", type=_parse_model_option,
                        default=[], metavar="SAMPLER.KEY=VALUE",
                        help="an option of one sampler, e.g. pixelcnn.epochs=1")
@@ -463,6 +466,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
              "sigma": None if args.sigma is None else _sigma(args.sigma),
              "sigma_per": args.sigma_per, "encoder": args.encoder, "decoder": args.decoder,
              "model_options": model_options or None,
+             "samplers": args.samplers,
              "sampler_options": sampler_options or None, "train_size": args.train_size,
              "data_root": args.data_root, "skip_bad_images": args.skip_bad_images,
              "metrics": args.metrics, "features": args.features,

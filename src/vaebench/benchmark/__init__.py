@@ -21,6 +21,8 @@ from vaebench.benchmark.report import (
     markdown_table,
     render_report,
     result_row,
+    sampler_names,
+    sampler_table,
     write_report,
 )
 from vaebench.benchmark.runner import (
@@ -37,4 +39,5 @@ from vaebench.benchmark.runner import (
 __all__ = ["COLUMNS", "FEATURE_NETWORKS", "METRICS", "BenchmarkConfig", "NotApplicable", "Run",
            "collect_results", "dataset_key", "evaluate_run", "latent_traversal",
            "markdown_table", "plan_runs", "read_config_file", "read_result", "render_report",
-           "result_row", "run_benchmark", "run_one", "write_report"]
+           "result_row", "run_benchmark", "run_one", "sampler_names", "sampler_table",
+           "write_report"]

@@ -58,6 +58,9 @@ class BenchmarkConfig(LikelihoodOptions):
     decoder: str | None = Field(None, description="None: each model's default network")
     model_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per model name, overrides of its config fields")
+    samplers: list[str] = Field(
+        ["normal", "gmm"], description="samplers whose sample quality is measured besides each "
+                                       "model's own, for the models they serve")
     sampler_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options of each sampler, by sampler name")
     train_size: int | None = Field(None, gt=0, description="use the first N training samples "
@@ -80,7 +83,7 @@ class BenchmarkConfig(LikelihoodOptions):
     progress: bool = Field(False, description="show the trainer's progress bar")
 
     # --- validation ---------------------------------------------------------------------
-    @field_validator("models", "datasets", "metrics", mode="before")
+    @field_validator("models", "datasets", "metrics", "samplers", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         """Accept ``"vae,beta_vae"`` (as on the command line) for a list of names."""
@@ -178,6 +181,15 @@ class BenchmarkConfig(LikelihoodOptions):
             _check_option_fields(name, options)
         return kept
 
+    @field_validator("samplers")
+    @classmethod
+    def _known_samplers(cls, value: list[str]) -> list[str]:
+        from vaebench.samplers import get_sampler_class
+
+        for name in value:
+            get_sampler_class(name)  # an unknown name is an error naming the known ones
+        return _unique(value, "sampler")
+
     @field_validator("sampler_options")
     @classmethod
     def _valid_sampler_options(cls, value: dict[str, dict[str, Any]]
@@ -207,15 +219,10 @@ class BenchmarkConfig(LikelihoodOptions):
     def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
         """The settings that determine one run's result (not where or how it is shown)."""
         everything = self.to_dict()
-        from vaebench.models import get_model_class
-
-        sampler = get_model_class(model).default_sampler
-        skip = {"models", "datasets", "seeds", "model_options", "sampler_options", "output",
-                "device", "progress", "data_root", "skip_bad_images"}
+        skip = {"models", "datasets", "seeds", "model_options", "output", "device",
+                "progress", "data_root", "skip_bad_images"}
         out = {"dataset": dataset, "model": model, "seed": seed,
-               "model_options": everything["model_options"].get(model, {}),
-               "sampler": sampler,
-               "sampler_options": everything["sampler_options"].get(sampler, {})}
+               "model_options": everything["model_options"].get(model, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})
         return out
 

@@ -353,6 +353,42 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
     return "\n".join(lines)
 
 
+BY_SAMPLER = "sample_quality.by_sampler."
+
+
+def sampler_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The samplers with sample-quality figures in ``rows``: ``normal`` and ``gmm`` first,
+    then the others by name."""
+    found = {key[len(BY_SAMPLER):].rsplit(".", 1)[0] for row in rows for key in row
+             if key.startswith(BY_SAMPLER)}
+    first = [name for name in ("normal", "gmm") if name in found]
+    return first + sorted(found - set(first))
+
+
+def sampler_table(rows: list[dict[str, Any]], order: list[str] | None = None) -> str | None:
+    """FID of each model (rows) with each sampler (columns), mean ± std over seeds, the
+    model's own sampler named; the best sampler of each model in bold. None without
+    per-sampler figures."""
+    from vaebench.models import get_model_class, list_models
+
+    names = sampler_names(rows)
+    if not names:
+        return None
+    lines = ["| model | own sampler | " + " | ".join(f"`{n}` FID ↓" for n in names) + " |",
+             "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |"]
+    for model in _model_order(rows, order):
+        mine = [r for r in rows if r["model"] == model and r.get("status") in SHOWN]
+        summaries = {n: summarize(mine, f"{BY_SAMPLER}{n}.fid") for n in names}
+        means = {n: s[0] for n, s in summaries.items() if s is not None}
+        best = min(means.values()) if len(set(means.values())) > 1 else None
+        cells = ["–" if s is None else format_mean_std(s[0], s[1]) for s in summaries.values()]
+        cells = [f"**{cell}**" if best is not None and means.get(n) == best else cell
+                 for n, cell in zip(names, cells, strict=True)]
+        own = get_model_class(model).default_sampler if model in list_models() else "?"
+        lines.append(f"| `{model}` | `{own}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cell(rows: list[dict[str, Any]], column: Column, counted: int) -> str:
     """One model's cell of ``column`` over its ``rows`` (``counted`` of them shown)."""
     summary = summarize(rows, column.key)
@@ -511,6 +547,13 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
         mine = [r for r in rows if r["dataset"] == dataset]
         source = [r for r in results if r["dataset"] == dataset]
         lines += ["", f"## {dataset}", "", markdown_table(mine, models), ""]
+        by_sampler = sampler_table(mine, models)
+        if by_sampler:
+            lines += ["**Sample quality per sampler**: FID of the same number of draws "
+                      "(`n_fid`) from each sampler that serves the model, fitted on its "
+                      "training codes where it needs fitting (the table above shows the "
+                      "model's own); bold: the best sampler of each model. Precision and "
+                      "recall per sampler are in results.csv.", "", by_sampler, ""]
         failed = [r for r in source if r.get("status") not in SHOWN]
         if failed:
             lines += ["**Failed runs**", ""]
@@ -671,6 +714,16 @@ def make_figures(output: str | Path, results: list[dict[str, Any]],
                 warnings.warn(f"vaebench: figure {path} failed: {err}", RuntimeWarning,
                               stacklevel=2)
         rows = [result_row(r) for r in mine]
+        names = sampler_names(rows)
+        if names:
+            path = folder / "fid_by_sampler.png"
+            try:
+                _sampler_chart(rows, [m for m in order if any(r["model"] == m for r in rows)],
+                               names, f"{dataset}: FID by sampler (lower is better)", path)
+                add("FID by sampler", path)
+            except Exception as err:
+                warnings.warn(f"vaebench: figure {path} failed: {err}", RuntimeWarning,
+                              stacklevel=2)
         for column in _columns(rows):
             if column.better is None:
                 continue
@@ -742,5 +795,30 @@ def _bar_chart(rows: list[dict[str, Any]], column: Column, models: list[str], ti
     ax.set_ylabel(column.label)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _sampler_chart(rows: list[dict[str, Any]], models: list[str], names: list[str],
+                   title: str, path: Path) -> None:
+    """Grouped bars: for each model, the mean FID of each sampler (error bar: one std)."""
+    from vaebench.viz import pyplot, save_figure
+
+    plt = pyplot()
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(models), 3.8))
+    for index, name in enumerate(names):
+        summaries = [summarize([r for r in rows if r["model"] == m and
+                                r.get("status") in SHOWN], f"{BY_SAMPLER}{name}.fid")
+                     for m in models]
+        positions = [i + (index - (len(names) - 1) / 2) * width for i in range(len(models))]
+        means = [s[0] if s else math.nan for s in summaries]
+        errors = [0.0 if not s or math.isnan(s[1]) else s[1] for s in summaries]
+        ax.bar(positions, means, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("FID")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(names), 4))
     fig.tight_layout()
     save_figure(fig, path)

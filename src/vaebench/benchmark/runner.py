@@ -38,6 +38,8 @@ N_RECONSTRUCTIONS = 8
 N_SAMPLES = 16
 TRAVERSAL_STEPS = 7
 TRAVERSAL_MAX_DIMS = 16
+#: The sample-quality figures kept per sampler (``sample_quality.by_sampler``).
+SAMPLER_METRICS = ("fid", "precision", "recall")
 
 
 class NotApplicable(Exception):  # noqa: N818 - a reason, not an error
@@ -132,7 +134,7 @@ _OPTIONAL = (
     ("metric_errors", _is_messages, "an object of messages"),
     ("not_applicable", _is_messages, "an object of messages"),
     ("figures", _is_mapping, "an object"),
-    ("sampler", _is_mapping, "an object"),
+    ("samplers", _is_mapping, "an object"),
     ("hardware", _is_mapping, "an object"),
     ("seconds", _is_number, "a number"),
     ("train_seconds", _is_number, "a number"),
@@ -452,7 +454,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         "seconds": None, "train_seconds": None, "eval_seconds": None, "best_epoch": None,
         "best_eval_loss": None,
         "n_train": None, "n_test": None, "metrics": {}, "metric_errors": {},
-        "not_applicable": {}, "figures": {}, "sampler": None,
+        "not_applicable": {}, "figures": {}, "samplers": None,
         "config": _jsonable(config.run_config(run.dataset, run.model, run.seed)),
         "hardware": None, "vaebench_version": vaebench.__version__,
     }
@@ -460,7 +462,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
     try:
         train, test = context.data(run.dataset)
         result.update(n_train=len(train), n_test=len(test))
-        model, sampler, trainer = _train(config, run, train, test, folder, result)
+        model, samplers, trainer = _train(config, run, train, test, folder, result)
         result["hardware"] = hardware(trainer.device)
         result["status"] = "ok"
     except Exception as err:
@@ -471,9 +473,10 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         eval_start = time.perf_counter()
         features = _lazy_features(context, run.dataset, train.sample_shape)
         result["metrics"], result["metric_errors"], result["not_applicable"] = evaluate_run(
-            config, run, model, train, test, features, sampler)
+            config, run, model, train, test, features, samplers)
         try:
-            result["figures"] = _save_figure_tensors(model, sampler, test, run, folder)
+            result["figures"] = _save_figure_tensors(
+                model, samplers[model.default_sampler], test, run, folder)
         except Exception as err:  # figures never fail a run
             result["figures"] = {"error": f"{type(err).__name__}: {err}"}
         result["eval_seconds"] = time.perf_counter() - eval_start
@@ -486,7 +489,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
 
 def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
            result: dict[str, Any]):
-    """Train the run's model, fit the sampler its paper generates with, save both."""
+    """Train the run's model, fit its samplers (see :func:`run_samplers`), save them all."""
     from vaebench.models import create_model
     from vaebench.samplers import save_sampler
     from vaebench.saved_model import fitted_sampler
@@ -512,12 +515,25 @@ def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
     if trainer.best_epoch is None:
         raise FloatingPointError(f"the eval loss was never finite (last: "
                                  f"{history[-1].get('eval_loss')}); nothing to evaluate")
-    sampler, result["sampler"] = fitted_sampler(
-        model.default_sampler, model, train, seed=run.seed,
-        **config.sampler_options.get(model.default_sampler, {}))
+    samplers, result["samplers"] = {}, {}
+    for name in run_samplers(model, config.samplers):
+        samplers[name], result["samplers"][name] = fitted_sampler(
+            name, model, train, seed=run.seed, **config.sampler_options.get(name, {}))
     model.save(folder / "model")
-    save_sampler(sampler, folder / "model")
-    return model, sampler, trainer
+    for sampler in samplers.values():
+        save_sampler(sampler, folder / "model")
+    return model, samplers, trainer
+
+
+def run_samplers(model: Any, names: list[str]) -> list[str]:
+    """The samplers of a run: the model's own (the one its paper generates with) first,
+    then those of ``names`` that serve it."""
+    from vaebench.samplers import get_sampler_class
+    from vaebench.samplers.base import refusal_of
+
+    own = model.default_sampler
+    return [own, *(name for name in names if name != own and
+                   not refusal_of(get_sampler_class(name), model))]
 
 
 def _lazy_features(context: _Context, dataset: str, sample_shape: tuple[int, ...]):
@@ -526,11 +542,12 @@ def _lazy_features(context: _Context, dataset: str, sample_shape: tuple[int, ...
 
 
 def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
-                 features: Callable[[], Any] | Any = None, sampler: Any = None
+                 features: Callable[[], Any] | Any = None, samplers: dict[str, Any] | None = None
                  ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """Every metric of ``config`` that applies: (metrics by group, errors, not applicable).
-    Samples are drawn with ``sampler`` (a fitted :mod:`vaebench.samplers` sampler), else
-    with ``model.generate``.
+    Sample quality is that of the model's own sampler (the first of ``samplers``, fitted
+    :mod:`vaebench.samplers` samplers by name), with FID / precision / recall of every
+    sampler under ``by_sampler``; without samplers, of ``model.generate``.
 
     Each group is computed on its own: an exception is recorded as that group's error.
     """
@@ -560,8 +577,13 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
         network = features() if callable(features) else features
         if network is None:
             raise NotApplicable("no feature network")
-        return sample_quality(model, test, network, n=config.n_fid, seed=run.seed,
-                              sampler=sampler)
+        if not samplers:
+            return sample_quality(model, test, network, n=config.n_fid, seed=run.seed)
+        scores = {name: sample_quality(model, test, network, n=config.n_fid, seed=run.seed,
+                                       sampler=sampler) for name, sampler in samplers.items()}
+        own = next(iter(scores.values()))
+        return {**own, "by_sampler": {name: {key: score[key] for key in SAMPLER_METRICS}
+                                      for name, score in scores.items()}}
 
     def representation():
         if not has_class_labels(train) or not has_class_labels(test):
