@@ -17,6 +17,19 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
 
+def resolve_config(config_class: type[Config], config: Config | None, fields: dict[str, Any],
+                   owner: str) -> Config:
+    """The config of an object built from either a ``config`` of ``config_class`` or its
+    ``fields`` (not both); ``owner`` names the object in errors."""
+    if config is None:
+        return config_class(**fields)
+    if fields:
+        raise TypeError("give either a config or config fields, not both")
+    if not isinstance(config, config_class):
+        raise TypeError(f"{owner} needs a {config_class.__name__}, got {type(config).__name__}")
+    return config
+
+
 class LikelihoodOptions(Config):
     """The reconstruction likelihood and its scale, checked together (models, benchmarks)."""
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vaebench.config import ModelConfig
+from vaebench.config import ModelConfig, resolve_config
 from vaebench.data.sources import ArrayData
 from vaebench.distributions import StandardNormal
 from vaebench.likelihoods import Likelihood, build_likelihood
@@ -94,13 +94,7 @@ class Autoencoder(nn.Module):
     def __init__(self, config: ModelConfig | None = None, *, encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, **config_fields: Any):
         super().__init__()
-        if config is None:
-            config = self.config_class(**config_fields)
-        elif config_fields:
-            raise TypeError("give either a config or config fields, not both")
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
-                            f"got {type(config).__name__}")
+        config = resolve_config(self.config_class, config, config_fields, type(self).__name__)
         update = {role: network_name(type(net)) for role, net in
                   (("encoder", encoder), ("decoder", decoder)) if net is not None}
         self.config = config.model_copy(update=update)

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vaebench.registry import Registry
+
 if TYPE_CHECKING:
     from vaebench.models.base import Autoencoder
 
-_MODELS: dict[str, type[Autoencoder]] = {}
-
-
-def register_model(cls: type[Autoencoder]) -> type[Autoencoder]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    if cls.name in _MODELS and _MODELS[cls.name] is not cls:
-        raise ValueError(f"a model named {cls.name!r} is already registered")
-    _MODELS[cls.name] = cls
-    return cls
-
-
-def list_models() -> list[str]:
-    return sorted(_MODELS)
-
-
-def get_model_class(name: str) -> type[Autoencoder]:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _MODELS[name]
+_MODELS: Registry[Autoencoder] = Registry("model")
+#: Class decorator: make a model class available under its ``name``.
+register_model = _MODELS.register
+list_models = _MODELS.names
+get_model_class = _MODELS.get
 
 
 def create_model(name: str, *, trust_code: bool = False, **options: Any) -> Autoencoder:

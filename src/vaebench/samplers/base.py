@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vaebench.config import Config
+from vaebench.config import Config, resolve_config
 from vaebench.data.sources import as_data
 from vaebench.evaluation import evaluating
 
@@ -45,14 +45,8 @@ class Sampler(nn.Module):
                  **config_fields: Any):
         super().__init__()
         check_serves(type(self), model)
-        if config is None:
-            config = self.config_class(**config_fields)
-        elif config_fields:
-            raise TypeError("give either a config or config fields, not both")
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"the {self.name} sampler needs a {self.config_class.__name__}, "
-                            f"got {type(config).__name__}")
-        self.config = config
+        self.config = resolve_config(self.config_class, config, config_fields,
+                                     f"the {self.name} sampler")
         self.model_name = model.name
         self.latent_shape = tuple(model.latent_shape)
         #: Digest of the weights the sampler was fitted for ("" before fitting).

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vaebench.registry import Registry
+
 if TYPE_CHECKING:
     from torch import nn
 
     from vaebench.samplers.base import Sampler
 
-_SAMPLERS: dict[str, type[Sampler]] = {}
-
-
-def register_sampler(cls: type[Sampler]) -> type[Sampler]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    if cls.name in _SAMPLERS and _SAMPLERS[cls.name] is not cls:
-        raise ValueError(f"a sampler named {cls.name!r} is already registered")
-    _SAMPLERS[cls.name] = cls
-    return cls
-
-
-def list_samplers() -> list[str]:
-    return sorted(_SAMPLERS)
-
-
-def get_sampler_class(name: str) -> type[Sampler]:
-    if name not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known samplers: "
-                         f"{', '.join(list_samplers())}")
-    return _SAMPLERS[name]
+_SAMPLERS: Registry[Sampler] = Registry("sampler")
+#: Class decorator: make a sampler class available under its ``name``.
+register_sampler = _SAMPLERS.register
+list_samplers = _SAMPLERS.names
+get_sampler_class = _SAMPLERS.get
 
 
 def create_sampler(name: str, model: nn.Module, **options: Any) -> Sampler:
@@ -41,4 +28,4 @@ def samplers_for(model: nn.Module) -> list[str]:
     """The registered samplers that serve ``model``."""
     from vaebench.samplers.base import refusal_of
 
-    return [name for name, cls in sorted(_SAMPLERS.items()) if not refusal_of(cls, model)]
+    return [name for name in list_samplers() if not refusal_of(get_sampler_class(name), model)]
