@@ -155,7 +155,8 @@ def main() -> None:
     for name in args.datasets.split(","):
         size = args.dsprites_train_size if name == "dsprites" else None
         train, test = load_train_test(name, train_size=size, seed=seeds[0])
-        args.binary = bool(((train.take(slice(0, len(train))) % 1) == 0).all())
+        x = train.take(slice(0, len(train)))
+        args.binary = bool(((x == 0) | (x == 1)).all())  # Bernoulli is exact only then
         start = time.perf_counter()
         features = ClassifierFeatures.for_dataset(name)
         print(f"\n## {name}: {len(train)} train / {len(test)} test, shape "

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from vaebench import __version__
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
-from vaebench.likelihoods import list_likelihoods
+from vaebench.likelihoods import AUTO, check_sigma, likelihood_for_data, list_likelihoods
 from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_error
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.samplers import get_sampler_class, list_samplers
@@ -68,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "own (mlp for most, spatial for the VQ family)")
     train.add_argument("--decoder", default=None,
                        help="mlp, conv, spatial, or package.module:Class (as --encoder)")
-    train.add_argument("--likelihood", default="gaussian", choices=list_likelihoods(),
-                       help="the reconstruction distribution p(x|z)")
+    train.add_argument("--likelihood", default=AUTO, choices=[AUTO, *list_likelihoods()],
+                       help="the reconstruction distribution p(x|z); auto: bernoulli for 0/1 "
+                            "data, else gaussian with sigma 'data' (docs/likelihoods.md)")
     train.add_argument("--sigma", default="1.0",
                        help="scale of the gaussian / laplace likelihood: a positive number, "
-                            "'learned', 'optimal' or 'data' (the last two gaussian only)")
+                            "'learned', 'optimal' or 'data' (the last two gaussian only; "
+                            "--likelihood gaussian --sigma 1 is the unit-variance Gaussian)")
     train.add_argument("--sigma-per", default="scalar", choices=("scalar", "channel", "pixel"),
                        help="learned sigma: one scalar, one per channel or one per pixel")
     train.add_argument("--iwae-k", type=int, default=100,
@@ -220,8 +222,9 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--batch-size", type=int, default=None, help="default 64")
     bench.add_argument("--lr", type=float, default=None, help="learning rate, default 1e-3")
     bench.add_argument("--latent-dim", type=int, default=None, help="default 16")
-    bench.add_argument("--likelihood", default=None, choices=list_likelihoods(),
-                       help="default gaussian")
+    bench.add_argument("--likelihood", default=None, choices=[AUTO, *list_likelihoods()],
+                       help="default auto: bernoulli for 0/1 data, else gaussian with sigma "
+                            "'data'")
     bench.add_argument("--sigma", default=None, help="as for train; default 1.0")
     bench.add_argument("--sigma-per", default=None, choices=("scalar", "channel", "pixel"))
     bench.add_argument("--encoder", default=None,
@@ -291,13 +294,14 @@ def train_command(args: argparse.Namespace) -> int:
     output = Path(args.output)
     resume_from = latest_checkpoint(output) if args.resume is True else args.resume
     train, test = _load_data(args)
+    likelihood, sigma = _likelihood(args, train)
     torch.manual_seed(args.seed)
     options = dict(args.option)
     options.update({k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder))
                     if v is not None})
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
-        likelihood=args.likelihood, sigma=_sigma(args.sigma), sigma_per=args.sigma_per,
+        likelihood=likelihood, sigma=sigma, sigma_per=args.sigma_per,
         trust_code=args.trust_code, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -332,6 +336,18 @@ def train_command(args: argparse.Namespace) -> int:
           f"{metrics['eval_mse_per_dim']:.4f} (epoch {trainer.kept['epoch']} kept: "
           f"{trainer.kept['why']}); report in {output}")
     return 0
+
+
+def _likelihood(args: argparse.Namespace, train: ArrayData) -> tuple[str, float | str]:
+    """The likelihood and sigma of ``vaebench train``: as given, or chosen from the data."""
+    check_sigma(args.likelihood, _sigma(args.sigma))
+    if args.likelihood != AUTO:
+        return args.likelihood, _sigma(args.sigma)
+    likelihood, sigma = likelihood_for_data(train)
+    _say(args, f"likelihood {likelihood}" + (f" with sigma {sigma!r}" if likelihood ==
+                                             "gaussian" else "") +
+         " (chosen from the data: --likelihood to choose another)")
+    return likelihood, sigma
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

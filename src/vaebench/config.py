@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -46,12 +46,16 @@ class LikelihoodOptions(Config):
     # checked against likelihood and sigma_per against both; on assignment the other fields
     # are in ``info.data``, so a bad combination is refused before it is stored. Errors name
     # the field.
+    #: Whether ``likelihood="auto"`` (chosen from the data when it is loaded) is accepted: by
+    #: settings of commands and benchmarks, never by a model.
+    accepts_auto: ClassVar[bool] = False
+
     @field_validator("likelihood")
     @classmethod
     def _known_likelihood(cls, value: str, info: ValidationInfo) -> str:
-        from vaebench.likelihoods import check_sigma, check_sigma_per, list_likelihoods
+        from vaebench.likelihoods import AUTO, check_sigma, check_sigma_per, list_likelihoods
 
-        known = list_likelihoods()
+        known = list_likelihoods() + ([AUTO] if cls.accepts_auto else [])
         if value not in known:
             raise ValueError(f"unknown likelihood {value!r}; known: {', '.join(known)}")
         if "sigma" in info.data:  # assignment: the other fields are already set

@@ -101,8 +101,32 @@ def check_likelihood_options(likelihood: str, sigma: Any = 1.0,
     return sigma
 
 
+#: The likelihood chosen from the data by :func:`likelihood_for_data` (commands, benchmarks).
+AUTO = "auto"
+
+
+def likelihood_for_data(data: Any, chunk: int = 8192) -> tuple[str, float | str]:
+    """The default likelihood and sigma of ``data``, chosen by measurement (the VAE on the
+    bundled datasets, docs/likelihoods.md): ``("bernoulli", 1.0)`` when every value is 0 or 1
+    (the exact likelihood of binary data), else ``("gaussian", "data")``, a density for any
+    real values whose scale is fixed from the data's variance before training. Read in chunks
+    of ``chunk`` samples."""
+    from vaebench.data import as_data
+
+    for x in as_data(data).batches(chunk):
+        if not bool(((x == 0) | (x == 1)).all()):
+            return "gaussian", "data"
+    return "bernoulli", 1.0
+
+
 def check_sigma(likelihood: str, sigma: Any) -> float | str:
     """``sigma`` must be valid for ``likelihood``; returns it normalized."""
+    if likelihood == AUTO:
+        if normalize_sigma(sigma) != 1.0:
+            raise ValueError(f"likelihood={AUTO!r} chooses sigma with the likelihood "
+                             "(bernoulli for 0/1 data, else gaussian with sigma='data'): name "
+                             f"a likelihood to set sigma={sigma!r}")
+        return 1.0
     if likelihood not in _LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; known: "
                          f"{', '.join(list_likelihoods())}")

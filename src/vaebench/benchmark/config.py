@@ -42,8 +42,14 @@ class BenchmarkConfig(LikelihoodOptions):
     family; name a network (``"mlp"``, ``"conv"``) to impose one on every model.
     ``model_options`` maps a model name to config fields of that model only, e.g.
     ``{"beta_vae": {"beta": 4}}``; ``sampler_options`` a sampler name to its options, e.g.
-    ``{"pixelcnn": {"epochs": 1}}``.
+    ``{"pixelcnn": {"epochs": 1}}``. ``likelihood="auto"`` (the default) chooses it from each
+    dataset: bernoulli for 0/1 data, else gaussian with ``sigma="data"``.
     """
+
+    accepts_auto = True
+    likelihood: str = Field("auto", description="reconstruction distribution p(x|z), or "
+                                                "'auto': chosen from the data",
+                            validate_default=True)
 
     models: list[str] = Field(min_length=1, description="registered model names")
     datasets: list[str] = Field(["mnist5k"], min_length=1,

@@ -135,6 +135,7 @@ _OPTIONAL = (
     ("not_applicable", _is_messages, "an object of messages"),
     ("figures", _is_mapping, "an object"),
     ("samplers", _is_mapping, "an object"),
+    ("model_likelihood", _is_mapping, "an object"),
     ("hardware", _is_mapping, "an object"),
     ("seconds", _is_number, "a number"),
     ("train_seconds", _is_number, "a number"),
@@ -454,7 +455,7 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         "seconds": None, "train_seconds": None, "eval_seconds": None, "best_epoch": None,
         "best_eval_loss": None,
         "n_train": None, "n_test": None, "metrics": {}, "metric_errors": {},
-        "not_applicable": {}, "figures": {}, "samplers": None,
+        "not_applicable": {}, "figures": {}, "samplers": None, "model_likelihood": None,
         "config": _jsonable(config.run_config(run.dataset, run.model, run.seed)),
         "hardware": None, "vaebench_version": vaebench.__version__,
     }
@@ -490,13 +491,17 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
 def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
            result: dict[str, Any]):
     """Train the run's model, fit its samplers (see :func:`run_samplers`), save them all."""
+    from vaebench.likelihoods import AUTO, likelihood_for_data
     from vaebench.models import create_model
     from vaebench.samplers import save_sampler
     from vaebench.saved_model import fitted_sampler
     from vaebench.training import Trainer, TrainerConfig
 
+    likelihood, sigma = (config.likelihood, config.sigma) if config.likelihood != AUTO else \
+        likelihood_for_data(train)
+    result["model_likelihood"] = {"likelihood": likelihood, "sigma": sigma}
     options: dict[str, Any] = {"input_dim": train.sample_shape, "latent_dim": config.latent_dim,
-                               "likelihood": config.likelihood, "sigma": config.sigma,
+                               "likelihood": likelihood, "sigma": sigma,
                                "sigma_per": config.sigma_per}
     options.update({role: getattr(config, role) for role in ("encoder", "decoder")
                     if getattr(config, role) is not None})
