@@ -35,7 +35,8 @@ from vaebench.data import ArrayData, load_dataset
 from vaebench.metrics import reconstruction_mse
 from vaebench.training import evaluate
 
-SKIP_PREFIXES = ("vq", "hrq", "fsq")
+#: The quantized family (benchmarks/vq_family.py) and the sparse autoencoder for tables.
+SKIP_PREFIXES = ("vq", "hrq", "fsq", "topk")
 
 
 def likelihood_figures(model: Any, test: ArrayData, k: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from vaebench.models.beta_vae import (
     DisentangledBetaVAEConfig,
 )
 from vaebench.models.cvae import CVAE, CVAEConfig
+from vaebench.models.dip_vae import DIPVAE, DIPVAEConfig
 from vaebench.models.factor_vae import FactorVAE, FactorVAEConfig
 from vaebench.models.hvae import HVAE, HVAEConfig
 from vaebench.models.info_vae import InfoVAE, InfoVAEConfig
@@ -29,6 +30,7 @@ from vaebench.models.rae import RAEGP, RAEL2, RAEGPConfig, RAEL2Config
 from vaebench.models.registry import create_model, get_model_class, list_models, register_model
 from vaebench.models.rhvae import RHVAE, RHVAEConfig
 from vaebench.models.svae import SVAE, SVAEConfig
+from vaebench.models.topk_sae import TopKSAE, TopKSAEConfig
 from vaebench.models.vae import VAE, VAEConfig
 from vaebench.models.vae_flows import VAEIAF, VAEIAFConfig, VAELinNF, VAELinNFConfig
 from vaebench.models.vamp import VampPriorConfig, VampPriorVAE
@@ -62,3 +64,4 @@ __all__ += ["SVAE", "SVAEConfig"]
 __all__ += ["PoincareVAE", "PoincareVAEConfig"]
 __all__ += ["HVAE", "HVAEConfig"]
 __all__ += ["RHVAE", "RHVAEConfig"]
+__all__ += ["DIPVAE", "DIPVAEConfig", "TopKSAE", "TopKSAEConfig"]

@@ -33,7 +33,8 @@ class PriorSampler(Sampler):
                 return f"its prior is not a {cls.prior_class.__name__} (the " \
                        f"{cls.prior_owner}'s is)"
         elif not callable(getattr(model.prior, "sample", None)):
-            return "its prior is learned after training (see vaebench.samplers.samplers_for)"
+            return ("it has no prior of its own to draw from (vaebench.samplers.samplers_for "
+                    "lists those that serve it)")
         return None
 
     def draw(self, model: nn.Module, n: int) -> torch.Tensor:
