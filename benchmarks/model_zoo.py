@@ -36,7 +36,7 @@ from vaebench.metrics import reconstruction_mse
 from vaebench.training import evaluate
 
 #: The quantized family (benchmarks/vq_family.py) and the sparse autoencoder for tables.
-SKIP_PREFIXES = ("vq", "hrq", "fsq", "topk")
+SKIP_PREFIXES = ("vq", "hrq", "fsq", "lfq", "gumbel", "topk")
 
 
 def likelihood_figures(model: Any, test: ArrayData, k: int) -> tuple[float, float]:

@@ -30,14 +30,11 @@ passes (3^i epochs at learning rate 1e-3 * 10^(-i/7), i = 0..7). On a GPU::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
-import logging
-import os
 import platform
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +44,14 @@ import torch
 from vaebench import Trainer, TrainerConfig, create_model
 from vaebench.data import load_dataset
 from vaebench.metrics import log_likelihood
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pythae_runs import (  # noqa: E402
+    prepare_timing,
+    run_pythae_pipeline,
+    side_by_side_parser,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENT = 50
@@ -160,27 +165,15 @@ def pythae_model(initial, pair: Pair):
 
 
 def train_pythae(model, trainer_kind, x_train, x_test, epochs, seed, device):
-    from pythae.pipelines import TrainingPipeline
     from pythae.trainers import BaseTrainerConfig, CoupledOptimizerTrainerConfig
 
-    for name in list(logging.root.manager.loggerDict):  # pythae logs every epoch
-        if name.startswith("pythae"):
-            logging.getLogger(name).setLevel(logging.ERROR)
     config_cls = CoupledOptimizerTrainerConfig if trainer_kind == "coupled" else \
         BaseTrainerConfig
     # the coupled trainer has a learning rate per network (default 1e-4 each)
     rates = {"encoder_learning_rate": 1e-3, "decoder_learning_rate": 1e-3} \
         if trainer_kind == "coupled" else {"learning_rate": 1e-3}
-    with tempfile.TemporaryDirectory() as out:
-        config = config_cls(output_dir=out, num_epochs=epochs, per_device_train_batch_size=100,
-                            per_device_eval_batch_size=100, seed=seed,
-                            no_cuda=device == "cpu", **rates)
-        pipeline = TrainingPipeline(model=model, training_config=config)
-        start = time.perf_counter()
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink):
-            pipeline(train_data=x_train, eval_data=x_test)
-        seconds = (time.perf_counter() - start) / epochs
+    pipeline, seconds = run_pythae_pipeline(model, config_cls, x_train, x_test, epochs, seed,
+                                            device, **rates)
     return pipeline.trainer._best_model.eval(), seconds
 
 
@@ -248,23 +241,12 @@ def markdown(rows: list[dict], args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
+    parser = side_by_side_parser(__doc__.splitlines()[0], list(MODELS), 3,
+                                 ROOT / "docs" / "figures" / "pythae_side_by_side")
     parser.add_argument("--k", type=int, default=1000, help="importance draws of the NLL")
     parser.add_argument("--nll-images", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--train-size", type=int, default=None, help="a quick check only")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "pythae_side_by_side"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
-    # The first optimizer of a process imports torch._dynamo (about 1.5 s): pay it before
-    # timing, so that it is not charged to whichever library trains first.
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    prepare_timing(args.threads)
     x_train, x_test = binarized_mnist()
     if args.train_size:
         x_train = x_train[:args.train_size]
@@ -274,11 +256,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     table = markdown(rows, args)
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"settings": vars(args), "rows": rows},
-                                                   indent=2) + "\n")
-    out.with_suffix(".md").write_text(table)
+    write_results(args.out, vars(args), rows, table)
 
 
 if __name__ == "__main__":

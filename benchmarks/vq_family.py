@@ -1,4 +1,5 @@
-"""Train the quantized models (VQ-VAE, with restarts, EMA VQ-VAE, HRQ-VAE, FSQ-VAE) and an AE
+"""Train the quantized models (VQ-VAE, with restarts, EMA VQ-VAE, HRQ-VAE, FSQ-VAE, the VQ
+techniques k-means init, rotation trick and cosine codes, LFQ-VAE, Gumbel VQ-VAE) and an AE
 on mnist5k with the same spatial networks, and print a markdown table.
 
 Every model uses the same encoder and decoder (``vaebench.nn.spatial``: 28 x 28 -> 7 x 7
@@ -9,6 +10,9 @@ per pixel (posterior mean / quantized codes), codebook usage and perplexity over
 training epoch and over the test set, and seconds per training epoch.
 
     python benchmarks/vq_family.py [--epochs 8] [--threads 1] [--sigma 1.0] [--prior]
+                                   [--only 0,1,7] [--limit 256]
+
+``--limit N`` keeps the first N training and test images (a smoke run, not a result).
 
 ``--prior`` also fits each quantized model's PixelCNN sampler (its default budget) and
 reports its training NLL in nats per image.
@@ -17,6 +21,7 @@ reports its training NLL in nats per image.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -51,7 +56,9 @@ class FlatSpatialDecoder(nn.Module):
         return self.net(z.view(-1, *self.shape))
 
 
-def variants(latent_dim: int) -> list[tuple[str, str, dict]]:
+def variants(steps: int) -> list[tuple[str, str, dict]]:
+    """(label, model, options) of each row; ``steps``, the run's optimizer steps, is the
+    Gumbel temperature's annealing time."""
     return [
         ("AE (continuous 7x7 grid)", "ae", {}),
         ("VQ-VAE", "vqvae", {"num_codes": 512}),
@@ -62,6 +69,13 @@ def variants(latent_dim: int) -> list[tuple[str, str, dict]]:
                                                 "dead_after": 20}),
         ("HRQ-VAE (3 x 64 codes)", "hrqvae", {"depth": 3, "num_codes": 64}),
         ("FSQ-VAE (8,5,5,5)", "fsq_vae", {"levels": (8, 5, 5, 5)}),
+        ("VQ-VAE + rotation trick", "vqvae", {"num_codes": 512, "rotation_trick": True}),
+        ("VQ-VAE + k-means init", "vqvae", {"num_codes": 512, "kmeans_init": True}),
+        ("VQ-VAE + k-means init + rotation trick", "vqvae",
+         {"num_codes": 512, "kmeans_init": True, "rotation_trick": True}),
+        ("VQ-VAE + cosine codes", "vqvae", {"num_codes": 512, "cosine": True}),
+        ("LFQ-VAE (10 bits)", "lfq_vae", {"latent_dim": 10}),
+        ("Gumbel VQ-VAE", "gumbel_vqvae", {"num_codes": 512, "tau_anneal_steps": steps}),
     ]
 
 
@@ -72,8 +86,9 @@ def build(name: str, options: dict, latent_dim: int, sigma: float | str):
             "ae", input_dim=(1, 28, 28), latent_dim=latent_dim * 49, sigma=sigma,
             encoder=FlatSpatialEncoder((1, 28, 28), latent_dim),
             decoder=FlatSpatialDecoder(latent_dim, (1, 28, 28), grid))
-    return create_model(name, input_dim=(1, 28, 28), latent_dim=latent_dim, sigma=sigma,
-                        encoder="spatial", decoder="spatial", **options)
+    return create_model(name, **{"input_dim": (1, 28, 28), "latent_dim": latent_dim,
+                                 "sigma": sigma, "encoder": "spatial", "decoder": "spatial",
+                                 **options})
 
 
 def main() -> None:
@@ -87,6 +102,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated row numbers to run")
     parser.add_argument("--prior", action="store_true", help="also fit the PixelCNN priors")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use the first N training and test images (smoke runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -96,8 +113,9 @@ def main() -> None:
 
     train, _ = load_dataset("mnist5k", "train")
     test, _ = load_dataset("mnist5k", "test")
+    train, test = train[:args.limit], test[:args.limit]
     rows = []
-    chosen = variants(args.latent_dim)
+    chosen = variants(args.epochs * math.ceil(len(train) / args.batch_size))
     if args.only:
         chosen = [chosen[int(i)] for i in args.only.split(",")]
     for label, name, options in chosen:
@@ -123,7 +141,7 @@ def main() -> None:
         rows.append(row)
         print(f"done: {label}: {row}", flush=True)
 
-    print(f"\nmnist5k (4,000 train / 1,000 test), {args.epochs} epochs, batch "
+    print(f"\nmnist5k ({len(train):,} train / {len(test):,} test), {args.epochs} epochs, batch "
           f"{args.batch_size}, Adam lr {args.lr}, Gaussian likelihood sigma={sigma}, "
           f"code dim {args.latent_dim} on a 7x7 grid, {args.threads} thread(s)\n")
     header = ["model", "codes", "test MSE/pixel", "usage (train)", "perplexity (train)",

@@ -11,17 +11,35 @@ from vaebench import Trainer, TrainerConfig, create_model, load_model
 from vaebench.cli import main
 from vaebench.data import load_dataset
 from vaebench.metrics import reconstruction_mse
-from vaebench.models import FSQVAE, HRQVAE, VQVAE, VQVAEEMA, FSQVAEConfig, VQVAEConfig
+from vaebench.models.vqvae import (
+    FSQVAE,
+    HRQVAE,
+    LFQVAE,
+    VQVAE,
+    VQVAEEMA,
+    FSQVAEConfig,
+    GumbelVQVAE,
+    VQVAEConfig,
+)
 from vaebench.nn import SpatialDecoder, SpatialEncoder
 from vaebench.samplers import create_sampler, load_sampler, samplers_for, save_sampler
 
-QUANTIZED = ["vqvae", "vqvae_ema", "hrqvae", "fsq_vae"]
+#: The per-sample terms of each quantized model.
+TERMS = {"vqvae": {"recon", "codebook", "commitment"}, "vqvae_ema": {"recon", "commitment"},
+         "hrqvae": {"recon", "codebook", "commitment"}, "fsq_vae": {"recon"},
+         "lfq_vae": {"recon", "commitment", "entropy", "batch_entropy"},
+         "gumbel_vqvae": {"recon", "kl"}}
+QUANTIZED = list(TERMS)
+#: Models with a learned codebook of ``num_codes`` codes.
+CODEBOOKS = ["vqvae", "vqvae_ema", "hrqvae", "gumbel_vqvae"]
+#: Models with the VectorQuantizer options (restarts, k-means, ...).
+NEAREST_CODE = ["vqvae", "vqvae_ema", "hrqvae"]
 
 
 def _small(name, **options):
     """A quantized model on 8 x 8 images (a 2 x 2 grid), small enough for fast tests."""
     defaults = {"input_dim": (1, 8, 8), "latent_dim": 4}
-    if name != "fsq_vae":
+    if name in CODEBOOKS:
         defaults["num_codes"] = 16
     return create_model(name, **{**defaults, **options})
 
@@ -32,12 +50,11 @@ def test_terms_are_batch_size_invariant(name):
     model.eval()
     x = torch.rand(64, 1, 28, 28)
     small, large = model(x[:8]), model(x)
-    assert set(small.terms) == {"recon", "codebook", "commitment"} - (
-        {"codebook"} if name == "vqvae_ema" else set()) - (
-        {"codebook", "commitment"} if name == "fsq_vae" else set())
+    assert set(small.terms) == TERMS[name]
     for key, term in small.terms.items():
         assert term.shape == (8,)
-        torch.testing.assert_close(term, large.terms[key][:8])
+        if key != "batch_entropy":  # LFQ's minibatch quantity, carried by each sample
+            torch.testing.assert_close(term, large.terms[key][:8])
 
 
 def test_vqvae_terms_equal_an_independent_computation():
@@ -161,6 +178,15 @@ def test_bad_options_name_the_field():
         create_model("hrqvae", input_dim=(1, 28, 28), depth=0)
     with pytest.raises(ValueError, match="levels"):
         FSQVAEConfig(input_dim=(1, 28, 28), levels=(8, 1))
+    for name, field, value in [("hrqvae", "cosine", True), ("vqvae", "kmeans_iters", 0),
+                               ("lfq_vae", "latent_dim", 21),
+                               ("lfq_vae", "entropy_temperature", 0),
+                               ("lfq_vae", "batch_entropy_weight", -1),
+                               ("gumbel_vqvae", "tau_end", 0),
+                               ("gumbel_vqvae", "tau_anneal_steps", -1),
+                               ("gumbel_vqvae", "kl_weight", -1)]:
+        with pytest.raises(ValueError, match=field):
+            create_model(name, input_dim=(1, 28, 28), **{field: value})
     with pytest.raises(ValueError, match="downsamples=2 need H and W divisible by 4"):
         create_model("ae", input_dim=(1, 30, 30), encoder="spatial", decoder="mlp")
 
@@ -184,7 +210,8 @@ def _train_steps(model, x, steps=3):
 
 @pytest.mark.parametrize("name", QUANTIZED)
 def test_save_load_round_trip_with_buffers_and_fitted_sampler(name, tmp_path):
-    options = {"restart_dead_codes": True, "dead_after": 1} if name != "fsq_vae" else {}
+    options = ({"restart_dead_codes": True, "dead_after": 1, "kmeans_init": True}
+               if name in NEAREST_CODE else {})
     model = _small(name, **options)
     x = torch.rand(32, 1, 8, 8)
     _train_steps(model, x)
@@ -219,12 +246,13 @@ def test_short_training_reports_mse_usage_and_perplexity():
     test, _ = load_dataset("mnist5k", "test")
     x, test = x[:384], test[:200]
     light = {"hidden": 32, "residual_channels": 16, "residual_blocks": 1}
+    options = {name: {"num_codes": 64, "restart_dead_codes": True, "dead_after": 5}
+               for name in NEAREST_CODE}
+    options["gumbel_vqvae"] = {"num_codes": 64, "kl_weight": 0.01, "tau_anneal_steps": 36}
     for name in QUANTIZED:
         torch.manual_seed(0)
         model = create_model(name, input_dim=(1, 28, 28), encoder_kwargs=light,
-                             decoder_kwargs=light, **(
-                                 {} if name == "fsq_vae" else
-                                 {"num_codes": 64, "restart_dead_codes": True, "dead_after": 5}))
+                             decoder_kwargs=light, **options.get(name, {}))
         untrained = reconstruction_mse(model, test)
         history = Trainer(model, TrainerConfig(epochs=3, batch_size=32, learning_rate=3e-3,
                                                progress=False, device="cpu")).fit(x)
@@ -263,6 +291,8 @@ def test_registry_names():
     assert isinstance(_small("vqvae"), VQVAE)
     assert isinstance(_small("hrqvae"), HRQVAE) and _small("hrqvae").quantizer.depth == 3
     assert isinstance(_small("fsq_vae"), FSQVAE)
+    assert isinstance(_small("lfq_vae"), LFQVAE) and _small("lfq_vae").quantizer.num_codes == 16
+    assert isinstance(_small("gumbel_vqvae"), GumbelVQVAE)
 
 
 def test_hrqvae_with_ema_codebooks_trains_on_the_codebooks_from_before_each_step():

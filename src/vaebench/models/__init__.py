@@ -1,5 +1,6 @@
 """Model families and the registry."""
 
+from vaebench.models.adversarial import VAEGAN, AdversarialAE, AdversarialAEConfig, VAEGANConfig
 from vaebench.models.ae import AE, AEConfig
 from vaebench.models.base import Autoencoder, ModelOutput, Objective
 from vaebench.models.beta_tc_vae import BetaTCVAE, BetaTCVAEConfig
@@ -37,10 +38,14 @@ from vaebench.models.vamp import VampPriorConfig, VampPriorVAE
 from vaebench.models.vqvae import (
     FSQVAE,
     HRQVAE,
+    LFQVAE,
     VQVAE,
     VQVAEEMA,
     FSQVAEConfig,
+    GumbelVQVAE,
+    GumbelVQVAEConfig,
     HRQVAEConfig,
+    LFQVAEConfig,
     QuantizedAutoencoder,
     QuantizedConfig,
     VQVAEConfig,
@@ -65,3 +70,5 @@ __all__ += ["PoincareVAE", "PoincareVAEConfig"]
 __all__ += ["HVAE", "HVAEConfig"]
 __all__ += ["RHVAE", "RHVAEConfig"]
 __all__ += ["DIPVAE", "DIPVAEConfig", "TopKSAE", "TopKSAEConfig"]
+__all__ += ["AdversarialAE", "AdversarialAEConfig", "VAEGAN", "VAEGANConfig"]
+__all__ += ["GumbelVQVAE", "GumbelVQVAEConfig", "LFQVAE", "LFQVAEConfig"]

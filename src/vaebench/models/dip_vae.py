@@ -65,8 +65,9 @@ def dip_penalty(covariance: torch.Tensor, lambda_od: float, lambda_d: float) -> 
 class DIPVAE(VAE):
     """DIP-VAE (Kumar, Sattigeri and Balakrishnan 2018, "Variational Inference of Disentangled
     Latent Concepts from Unlabeled Observations", Sec. 3, Eq. 6-8): the VAE plus a penalty
-    pushing the covariance C of the aggregate posterior q(z) = E_p(x)[q(z | x)] towards the
-    identity, the covariance of the factorized prior:
+    pushing the covariance of the aggregate posterior towards the identity.
+
+    With C the covariance of q(z) = E_p(x)[q(z | x)] and I that of the factorized prior,
 
         loss = -log p(x | z) + KL(q(z | x) || p(z))
                + lambda_od * sum_{i != j} C_ij^2 + lambda_d * sum_i (C_ii - 1)^2

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from vaebench.models.base import ModelOutput, Objective
+from vaebench.models.base import Objective
+from vaebench.models.code_critic import CodeCritic
 from vaebench.models.registry import register_model
 from vaebench.models.vae import VAE, VAEConfig
 
@@ -25,22 +24,6 @@ class FactorVAEConfig(VAEConfig):
     discriminator_layers: int = Field(3, gt=0, description="hidden layers of the discriminator")
 
 
-class Discriminator(nn.Module):
-    """MLP on latent codes with leaky ReLUs (slope 0.2, as in the paper) and two logits:
-    class 0 "a code from q(z)", class 1 "a code from the product of its marginals"."""
-
-    def __init__(self, latent_dim: int, hidden: int, layers: int):
-        super().__init__()
-        sizes = [latent_dim] + [hidden] * layers
-        blocks: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-            blocks += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
-        self.net = nn.Sequential(*blocks, nn.Linear(sizes[-1], 2))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-
 def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shuffle each latent dimension independently across the batch (Kim and Mnih 2018,
     Algorithm 1): a sample from the product of the marginals prod_j q(z_j) of the codes.
@@ -50,7 +33,7 @@ def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 @register_model
-class FactorVAE(VAE):
+class FactorVAE(CodeCritic, VAE):
     """FactorVAE (Kim and Mnih 2018, "Disentangling by Factorising", Eq. 2 and Algorithm 2):
     the VAE loss plus gamma times the total correlation KL(q(z) || prod_j q(z_j)).
 
@@ -73,13 +56,6 @@ class FactorVAE(VAE):
     name = "factor_vae"
     config_class = FactorVAEConfig
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        cfg = self.config
-        self.discriminator = Discriminator(cfg.latent_dim, cfg.discriminator_hidden,
-                                           cfg.discriminator_layers)
-        self._discriminator_losses: list[torch.Tensor] = []
-
     def objective(self, x: torch.Tensor) -> Objective:
         objective = super().objective(x)
         logits = self.discriminator(objective.z)
@@ -99,27 +75,6 @@ class FactorVAE(VAE):
         zeros = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         return 0.5 * (F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1))
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        critic = set(self.discriminator.parameters())
-        return {"model": [p for p in self.parameters() if p not in critic],
-                "discriminator": list(self.discriminator.parameters())}
-
     def optimizer_defaults(self) -> dict[str, dict[str, Any]]:
         return {"discriminator": {"optimizer": "adam", "learning_rate": 1e-4,
                                   "optimizer_kwargs": {"betas": (0.5, 0.9)}}}
-
-    def training_step(self, x: torch.Tensor, update: Callable[[str, torch.Tensor], None],
-                      **inputs: Any) -> ModelOutput:
-        output = super().training_step(x, update, **inputs)
-        loss = self.discriminator_loss(output.z)
-        update("discriminator", loss)
-        self._discriminator_losses.append(loss.detach())
-        return output
-
-    def on_epoch_start(self) -> None:
-        self._discriminator_losses = []
-
-    def epoch_metrics(self) -> dict[str, float]:
-        if not self._discriminator_losses:
-            return {}
-        return {"discriminator_loss": float(torch.stack(self._discriminator_losses).mean())}

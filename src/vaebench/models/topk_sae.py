@@ -100,7 +100,9 @@ def geometric_median(points: torch.Tensor, iterations: int = 50) -> torch.Tensor
 class TopKSAE(Autoencoder):
     """TopK sparse autoencoder (Gao et al. 2024, "Scaling and evaluating sparse
     autoencoders", Sec. 2.2-2.3 and A.1-A.2): a linear dictionary of n = ``latent_dim``
-    directions, of which each sample uses at most k,
+    directions, of which each sample uses at most k.
+
+    The code and the reconstruction are
 
         z = ReLU(TopK_k(W_enc (x - b_pre) + b_enc)),      x_hat = W_dec z + b_pre,
 

@@ -1,16 +1,19 @@
-"""Quantized autoencoders: VQ-VAE, its EMA variant, HRQ-VAE (residual) and FSQ-VAE.
+"""Quantized autoencoders: VQ-VAE, its EMA variant, HRQ-VAE (residual), FSQ-VAE, LFQ-VAE
+(lookup-free) and the Gumbel-softmax VQ-VAE.
 
 Each is a short declaration on :class:`QuantizedAutoencoder`: its quantizer and the weights
-of its terms. The objective is, per sample,
+of its terms. The objective of VQ-VAE is, per sample,
 
     {"recon": -log p(x | z_q),
      "codebook": sum ||sg[z_e] - e||^2,
      "commitment": sum ||z_e - sg[e]||^2}
 
-(without "codebook" for the EMA codebook, without both for FSQ), reduced over the batch by
-the base class; the commitment term weighs ``beta``. The quantization terms are summed over
-every latent position and embedding dimension, like the reconstruction term over pixels,
-so no term changes when only the batch size changes (DESIGN.md, "VQ-VAE loss").
+(without "codebook" for the EMA codebook, without both for FSQ; LFQ adds its entropy terms,
+the Gumbel model has "kl" instead), reduced over the batch by the base class; the commitment
+term weighs ``beta``. The quantization terms are summed over every latent position and
+embedding dimension, like the reconstruction term over pixels, so no term changes when only
+the batch size changes (DESIGN.md, "VQ-VAE loss"); LFQ's batch entropy is the documented
+minibatch exception.
 
 The models have no prior of their own: after training, the ``pixelcnn`` sampler
 (:class:`vaebench.samplers.PixelCNNSampler`, a gated PixelCNN) is fitted on the code indices
@@ -20,12 +23,14 @@ draws code grids from it and decodes them (:meth:`QuantizedAutoencoder.decode_in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from vaebench import schedules
 from vaebench.config import ModelConfig
 from vaebench.data.sources import as_data
 from vaebench.evaluation import evaluating
@@ -34,6 +39,8 @@ from vaebench.models.registry import register_model
 from vaebench.nn.spatial import spatial_grid
 from vaebench.quantizers import (
     FiniteScalarQuantizer,
+    GumbelQuantizer,
+    LookupFreeQuantizer,
     Quantization,
     Quantizer,
     ResidualQuantizer,
@@ -41,8 +48,9 @@ from vaebench.quantizers import (
     codebook_usage,
 )
 
-__all__ = ["FSQVAE", "HRQVAE", "VQVAE", "VQVAEEMA", "FSQVAEConfig", "HRQVAEConfig",
-           "QuantizedAutoencoder", "QuantizedConfig", "VQVAEConfig", "VQVAEEMAConfig"]
+__all__ = ["FSQVAE", "HRQVAE", "LFQVAE", "VQVAE", "VQVAEEMA", "FSQVAEConfig", "GumbelVQVAE",
+           "GumbelVQVAEConfig", "HRQVAEConfig", "LFQVAEConfig", "QuantizedAutoencoder",
+           "QuantizedConfig", "VQVAEConfig", "VQVAEEMAConfig"]
 
 
 _BUILT_IN = ("mlp", "conv", "spatial")
@@ -115,6 +123,14 @@ class VQVAEConfig(QuantizedConfig):
                                                    "before it is restarted")
     restart_buffer_size: int = Field(1024, gt=0, description="recent encoder outputs kept "
                                                              "for restarts")
+    kmeans_init: bool = Field(False, description="set the codebook to the k-means centres of "
+                                                 "the first training steps' encoder outputs")
+    kmeans_iters: int = Field(10, gt=0, description="Lloyd iterations of the k-means "
+                                                    "initialisation")
+    rotation_trick: bool = Field(False, description="gradient through the rotation trick "
+                                                    "instead of straight-through")
+    cosine: bool = Field(False, description="l2-normalise encoder outputs and codes "
+                                            "(cosine-similarity codebook)")
 
 
 class VQVAEEMAConfig(VQVAEConfig):
@@ -129,6 +145,13 @@ class HRQVAEConfig(VQVAEConfig):
     num_codes: int = Field(64, gt=1, description="codes per level")
     depth: int = Field(3, gt=0, description="number of residual levels")
 
+    @field_validator("cosine")
+    @classmethod
+    def _no_cosine(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("cosine codebooks are for one codebook, not residual levels")
+        return value
+
 
 class FSQVAEConfig(QuantizedConfig):
     """Config of :class:`FSQVAE`: the number of values of each quantized channel."""
@@ -141,6 +164,41 @@ class FSQVAEConfig(QuantizedConfig):
         if not value or any(n < 2 for n in value):
             raise ValueError(f"levels needs at least one entry, each >= 2, got {value}")
         return value
+
+
+class LFQVAEConfig(QuantizedConfig):
+    """Config of :class:`LFQVAE`: ``latent_dim`` bits per position, 2^latent_dim codes.
+
+    The default weights come from short mnist5k runs (docs/vq.md): with a batch entropy
+    weight of 0.1, or a commitment weight of 0.25 (the terms are sums over the channels),
+    every position of every image kept the one sign pattern the untrained encoder gives.
+    """
+
+    latent_dim: int = Field(10, gt=0, le=20, description="bits per grid position")
+    commitment_weight: float = Field(0.025, ge=0, description="weight of the commitment term")
+    entropy_weight: float = Field(0.1, ge=0, description="weight of the per-sample entropy "
+                                                         "(minimised)")
+    batch_entropy_weight: float = Field(1.0, ge=0, description="weight of the batch entropy "
+                                                               "(maximised)")
+    entropy_temperature: float = Field(1.0, gt=0, description="tau of the soft assignment "
+                                                              "exp(-||z - c||^2 / tau)")
+
+
+class GumbelVQVAEConfig(QuantizedConfig):
+    """Config of :class:`GumbelVQVAE`: logits over ``num_codes`` codes of ``latent_dim``
+    numbers, and the temperature's annealing.
+
+    ``kl_weight`` 1 is the ELBO's; with the default Gaussian likelihood (sigma = 1) it let
+    the posterior collapse to uniform codes in short mnist5k runs (docs/vq.md), hence 0.1.
+    ``tau_end`` = 1/16 is DALL-E's final temperature (Ramesh et al. 2021, Sec. 2.1).
+    """
+
+    num_codes: int = Field(512, gt=1, description="codebook size K")
+    kl_weight: float = Field(0.1, ge=0, description="weight of the KL to the uniform prior")
+    tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at step 0")
+    tau_end: float = Field(1 / 16, gt=0, description="temperature after tau_anneal_steps")
+    tau_anneal_steps: int = Field(1000, ge=0, description="optimizer steps of the geometric "
+                                                          "annealing from tau_start to tau_end")
 
 
 class QuantizedAutoencoder(Autoencoder):
@@ -251,7 +309,10 @@ class VQVAE(QuantizedAutoencoder):
     loss = -log p(x | z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2 per sample (the
     squared errors summed over positions and embedding dimensions), straight-through
     gradient. ``ema=True`` gives the EMA codebook (no codebook term); ``restart_dead_codes``
-    restarts unused codes. See :class:`~vaebench.quantizers.VectorQuantizer`.
+    restarts unused codes; ``kmeans_init`` starts the codebook at k-means centres of the
+    first encoder outputs; ``rotation_trick`` replaces the straight-through gradient by the
+    rotation trick (Fifty et al. 2024); ``cosine`` quantizes l2-normalised vectors (Yu et
+    al. 2022). See :class:`~vaebench.quantizers.VectorQuantizer`.
     """
 
     name = "vqvae"
@@ -261,7 +322,9 @@ class VQVAE(QuantizedAutoencoder):
         cfg = self.config
         return {"beta": cfg.beta, "ema": cfg.ema, "decay": cfg.decay, "epsilon": cfg.epsilon,
                 "restart_dead_codes": cfg.restart_dead_codes, "dead_after": cfg.dead_after,
-                "restart_buffer_size": cfg.restart_buffer_size}
+                "restart_buffer_size": cfg.restart_buffer_size, "kmeans_init": cfg.kmeans_init,
+                "kmeans_iters": cfg.kmeans_iters, "rotation_trick": cfg.rotation_trick,
+                "cosine": cfg.cosine}
 
     def build_quantizer(self) -> Quantizer:
         return VectorQuantizer(self.config.num_codes, self.config.latent_dim,
@@ -311,3 +374,70 @@ class FSQVAE(QuantizedAutoencoder):
 
     def build_quantizer(self) -> Quantizer:
         return FiniteScalarQuantizer(self.config.levels, dim=self.config.latent_dim)
+
+
+@register_model
+class LFQVAE(QuantizedAutoencoder):
+    """LFQ-VAE (Yu et al. 2024, MAGVIT-v2): lookup-free quantization of each channel to its sign.
+
+    Terms per sample: ``recon``, ``commitment`` (weight ``commitment_weight``), ``entropy``
+    (weight ``entropy_weight``) and ``batch_entropy``, the batch value carried by each sample
+    (weight -``batch_entropy_weight``: maximised). ``latent_dim`` channels give
+    2^latent_dim codes. See :class:`~vaebench.quantizers.LookupFreeQuantizer`.
+    """
+
+    name = "lfq_vae"
+    config_class = LFQVAEConfig
+
+    def build_quantizer(self) -> Quantizer:
+        return LookupFreeQuantizer(self.config.latent_dim, self.config.entropy_temperature)
+
+    def term_weights(self) -> dict[str, float]:
+        cfg = self.config
+        return {"commitment": cfg.commitment_weight, "entropy": cfg.entropy_weight,
+                "batch_entropy": -cfg.batch_entropy_weight}
+
+
+@register_model
+class GumbelVQVAE(QuantizedAutoencoder):
+    """Gumbel-softmax VQ-VAE (Jang et al. 2017; the discrete VAE of DALL-E, Ramesh et al. 2021).
+
+    The encoder outputs logits over ``num_codes`` codes at each grid position; in training
+    the decoder reads the relaxed one-hot sample times the codebook, in eval mode the code
+    of the argmax. Terms per sample: ``recon`` and ``kl`` = KL(softmax(logits) || uniform)
+    summed over positions (weight ``kl_weight``). The temperature falls geometrically from
+    ``tau_start`` to ``tau_end`` over ``tau_anneal_steps`` optimizer steps
+    (:meth:`temperature`). See :class:`~vaebench.quantizers.GumbelQuantizer`.
+    """
+
+    name = "gumbel_vqvae"
+    config_class = GumbelVQVAEConfig
+
+    @property
+    def encoder_features(self) -> int:
+        return self.config.num_codes
+
+    @property
+    def encoder_output_shape(self) -> tuple[int, ...]:
+        return (self.config.num_codes, *self.grid_shape)
+
+    def _encoder_output_meaning(self) -> str:
+        return (f"logits over num_codes={self.config.num_codes} codes on the latent grid "
+                f"{self.grid_shape}; set grid_shape for your own spatial networks")
+
+    def build_quantizer(self) -> Quantizer:
+        return GumbelQuantizer(self.config.num_codes, self.config.latent_dim)
+
+    def temperature(self) -> float:
+        """tau at step t = ``num_steps``: tau_start (tau_end / tau_start)^min(1, t / T), the
+        linear schedule of log tau (an exponential decay, as Jang et al. 2017 anneal)."""
+        cfg = self.config
+        log_tau = schedules.linear(int(self.num_steps), cfg.tau_anneal_steps,
+                                   math.log(cfg.tau_start), math.log(cfg.tau_end))
+        return math.exp(log_tau)
+
+    def posterior(self, params: torch.Tensor) -> Quantization:
+        return self.quantizer(params, self.temperature())
+
+    def term_weights(self) -> dict[str, float]:
+        return {"kl": self.config.kl_weight}
