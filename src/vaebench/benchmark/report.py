@@ -817,7 +817,8 @@ def _sampler_chart(rows: list[dict[str, Any]], models: list[str], names: list[st
         ax.bar(positions, means, width, yerr=errors, capsize=2, label=name)
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("FID")
+    ax.set_yscale("log")  # FIDs of a model's samplers often differ by an order of magnitude
+    ax.set_ylabel("FID (log scale)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(names), 4))
     fig.tight_layout()
