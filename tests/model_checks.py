@@ -67,6 +67,15 @@ def assert_likelihood_bounds(model, x, k):
     return report
 
 
+def assert_terms_batch_invariant(model, x, rows=8, terms=None):
+    """The per-sample ``terms`` (all by default) of the first ``rows`` samples are the same
+    in a batch of ``rows`` as in the whole batch ``x``. Returns both term dicts."""
+    small, large = model(x[:rows]).terms, model(x).terms
+    for key in terms or small:
+        torch.testing.assert_close(small[key], large[key][:rows])
+    return small, large
+
+
 def fix_the_noise(monkeypatch):
     """Replace the Gaussian draws by fixed values (posterior draws at the mean, momenta at
     0.5), so that a sample's terms can be compared across batch sizes."""

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 from vaebench import __version__
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.likelihoods import AUTO, check_sigma, likelihood_for_data, list_likelihoods
-from vaebench.metrics import has_likelihood, likelihood_report, reconstruction_error
+from vaebench.metrics import has_likelihood
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.samplers import get_sampler_class, list_samplers
 from vaebench.serialization import write_json
-from vaebench.training import Trainer, TrainerConfig, evaluate
+from vaebench.training import Trainer, TrainerConfig
 from vaebench.training.config import OPTIMIZERS, SCHEDULERS
 from vaebench.training.trainer import latest_checkpoint
 
@@ -359,9 +359,11 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,
                         test: ArrayData) -> dict[str, Any]:
     """metrics.json's figures of the trained model on the test split."""
+    from vaebench.saved_model import evaluate_model
+
     _say(args, f"evaluating on {len(test)} test samples")
-    scores = evaluate(model, test)
-    error = reconstruction_error(model, test)
+    report = evaluate_model(model, test, {}, k=args.iwae_k, progress=not args.no_progress)
+    scores, error = report["loss"], report["reconstruction"]
     metrics = {
         "model": args.model, "dataset": args.dataset, "epochs": args.epochs,
         "n_train": len(train), "n_eval": len(test),
@@ -370,10 +372,10 @@ def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,
         "eval_sse_per_sample": error["sse"], "eval_mse_per_dim": error["mse"],
     }
     if has_likelihood(model):
-        report = likelihood_report(model, test, k=args.iwae_k, progress=not args.no_progress)
-        metrics.update({"test_elbo": report["elbo"],
-                        f"test_log_likelihood_k{args.iwae_k}": report["log_likelihood"],
-                        "likelihood": report})
+        likelihood = report["likelihood"]
+        metrics.update({"test_elbo": likelihood["elbo"],
+                        f"test_log_likelihood_k{args.iwae_k}": likelihood["log_likelihood"],
+                        "likelihood": likelihood})
     return metrics
 
 

@@ -334,10 +334,7 @@ class VectorQuantizer(_UsageCounter):
     @torch.no_grad()
     def nearest(self, rows: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code (squared Euclidean) of each row of (N, D)."""
-        e = self.codebook.detach()
-        distances = ((rows**2).sum(1, keepdim=True) - 2.0 * rows @ e.t()
-                     + (e**2).sum(1).unsqueeze(0))
-        return distances.argmin(1)
+        return squared_distances(rows, self.codebook.detach()).argmin(1)
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         return F.embedding(indices, self.codebook).movedim(-1, 1)
