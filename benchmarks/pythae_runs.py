@@ -25,19 +25,20 @@ def prepare_timing(threads: int) -> None:
 
 
 def run_pythae_pipeline(model: Any, config_cls: type, x_train: torch.Tensor,
-                        x_test: torch.Tensor, epochs: int, seed: int, device: str,
-                        **rates: float) -> tuple[Any, float]:
+                        x_test: torch.Tensor | None, epochs: int, seed: int, device: str,
+                        batch_size: int = 100, **rates: float) -> tuple[Any, float]:
     """Train ``model`` with pythae's ``TrainingPipeline`` (its logs and prints silenced) and
-    a ``config_cls`` trainer config with learning ``rates``; returns the pipeline and the
-    seconds per epoch."""
+    a ``config_cls`` trainer config with learning ``rates``, ``batch_size`` samples a step;
+    returns the pipeline and the seconds per epoch."""
     from pythae.pipelines import TrainingPipeline
 
     for name in list(logging.root.manager.loggerDict):  # pythae logs every epoch
         if name.startswith("pythae"):
             logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as out:
-        config = config_cls(output_dir=out, num_epochs=epochs, per_device_train_batch_size=100,
-                            per_device_eval_batch_size=100, seed=seed,
+        config = config_cls(output_dir=out, num_epochs=epochs,
+                            per_device_train_batch_size=batch_size,
+                            per_device_eval_batch_size=batch_size, seed=seed,
                             no_cuda=device == "cpu", **rates)
         pipeline = TrainingPipeline(model=model, training_config=config)
         start = time.perf_counter()

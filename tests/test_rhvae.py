@@ -154,6 +154,19 @@ def test_before_training_the_metric_is_lambda_identity_and_weights_match_formula
                                + normal.log_prob(rho).sum(-1).view(2, 6))
 
 
+def test_metric_factors_diagonal_stays_within_the_log_bound():
+    """diag L_psi = exp(b tanh(raw / b)) stays in [e^-b, e^b] (default b = 3) however large
+    the network's raw output: the bound that keeps the metric's dynamic range finite."""
+    model = _small()
+    assert model.config.max_log_diag == 3.0
+    with torch.no_grad():
+        for parameter in model.metric_net.parameters():
+            parameter.mul_(1e3)
+        diagonal = torch.linalg.diagonal(model.metric_net(torch.rand(64, 1, 8, 8) * 10))
+    assert diagonal.log().abs().max() <= 3.0
+    assert diagonal.log().abs().max() > 2.9  # the raw outputs did reach the bound
+
+
 def test_training_records_bounded_centroids_and_uses_them_in_eval():
     model = _small(max_centroids=10)
     x = torch.rand(8, 1, 8, 8)

@@ -15,14 +15,19 @@ import torch
 from pydantic import ValidationError
 
 from vaebench import __version__
+from vaebench.benchmark.config import EXECUTORS
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
+from vaebench.data.table_datasets import TABLES
+from vaebench.data.tables import TableData, table_likelihood
 from vaebench.likelihoods import AUTO, check_sigma, likelihood_for_data, list_likelihoods
 from vaebench.metrics import has_likelihood
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.samplers import get_sampler_class, list_samplers
 from vaebench.serialization import write_json
+from vaebench.tabular_likelihood import column_nll, is_tabular
 from vaebench.training import Trainer, TrainerConfig
-from vaebench.training.config import OPTIMIZERS, SCHEDULERS
+from vaebench.training.config import OPTIMIZERS, PRECISIONS, SCHEDULERS
+from vaebench.training.distributed import is_main_process
 from vaebench.training.trainer import latest_checkpoint
 
 
@@ -52,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--model", default="vae", help=f"one of: {', '.join(list_models())}")
     train.add_argument("--dataset", default="mnist5k",
-                       help=f"bundled ({', '.join(DATASETS)}), a folder of images or a .npy file")
+                       help=f"bundled images ({', '.join(DATASETS)}) or tables "
+                            f"({', '.join(TABLES)}), a folder of images, a .npy file, or a "
+                            "table (.csv, .tsv, .parquet: docs/tabular.md)")
     train.add_argument("--data-root", default=None,
                        help="folder with MNIST files (IDX or mnist.npz); else $VAEBENCH_DATA")
     train.add_argument("--skip-bad-images", action="store_true",
@@ -68,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "own (mlp for most, spatial for the VQ family)")
     train.add_argument("--decoder", default=None,
                        help="mlp, conv, spatial, or package.module:Class (as --encoder)")
-    train.add_argument("--likelihood", default=AUTO, choices=[AUTO, *list_likelihoods()],
-                       help="the reconstruction distribution p(x|z); auto: bernoulli for 0/1 "
-                            "data, else gaussian with sigma 'data' (docs/likelihoods.md)")
+    train.add_argument("--likelihood", default=AUTO,
+                       choices=[AUTO, *list_likelihoods(data_built=True)],
+                       help="the reconstruction distribution p(x|z); auto: mixed (one per "
+                            "column) for tables, bernoulli for 0/1 data, else gaussian with "
+                            "sigma 'data' (docs/likelihoods.md)")
     train.add_argument("--sigma", default="1.0",
                        help="scale of the gaussian / laplace likelihood: a positive number, "
                             "'learned', 'optimal' or 'data' (the last two gaussian only; "
@@ -87,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampler-option", action="append", type=_parse_option, default=[],
                        metavar="KEY=VALUE", help="an option of the sampler (JSON value)")
     train.add_argument("--epochs", type=int, default=10, help="passes over the training data")
-    train.add_argument("--batch-size", type=int, default=64, help="samples per step")
+    train.add_argument("--batch-size", type=int, default=64,
+                       help="samples per step (of each process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer")
     train.add_argument("--scheduler", default="none", choices=SCHEDULERS,
@@ -101,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0,
                        help="seeds initialization, shuffling and sampling")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    train.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="bf16 (CUDA, or a CPU with native bfloat16) or fp16 (CUDA): the "
+                            "networks in half precision, the loss terms in float32")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the encoder and decoder")
+    train.add_argument("--channels-last", action="store_true",
+                       help="conv networks and image batches in channels-last memory format")
     train.add_argument("--output", required=True, help="folder for the report")
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                        help="continue an interrupted run (same flags) from a checkpoint "
@@ -112,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sample_parser(commands)
     _add_evaluate_parser(commands)
+    _add_push_parser(commands)
+    _add_convert_pythae_parser(commands)
     commands.add_parser("list-models", help="list the registered models",
                         description="List the registered models, each with the first "
                                     "sentence of its description.")
@@ -124,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="a saved model folder (e.g. the model/ of vaebench train's output)")
+                        help="a saved model folder (e.g. the model/ of vaebench train's output) "
+                             "or hf://owner/name[@revision] on the Hugging Face Hub")
     parser.add_argument("--dataset", default=None,
                         help="data to fit samplers on / evaluate on (default: the data the "
                              "model was trained on, as its folder records)")
@@ -146,7 +166,9 @@ def _add_sample_parser(commands: Any) -> None:
                         help=f"one of: {', '.join(list_samplers())} (default: the one the "
                              "model's paper generates with)")
     sample.add_argument("-n", type=int, default=64, help="number of samples")
-    sample.add_argument("--output", default=None, help="PNG grid of the samples (images)")
+    sample.add_argument("--output", default=None,
+                        help="PNG grid of the samples (images), or a .csv / .parquet file "
+                             "(tables)")
     sample.add_argument("--npy", default=None, help=".npy file of the raw samples")
     sample.add_argument("--option", action="append", type=_parse_option, default=[],
                         metavar="KEY=VALUE", help="a sampler option (JSON value); fits anew")
@@ -163,7 +185,8 @@ def _add_evaluate_parser(commands: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_model_folder_flags(evaluate)
     evaluate.add_argument("--output", default=None,
-                          help="metrics JSON (default: evaluation.json in the model folder)")
+                          help="metrics JSON (default: evaluation.json in the model folder; "
+                               "in the current folder for an hf:// model)")
     evaluate.add_argument("--k", type=int, default=100,
                           help="importance draws of the log p(x) estimate")
     evaluate.add_argument("--samplers", default=None,
@@ -175,6 +198,39 @@ def _add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--no-sample-quality", action="store_true",
                           help="skip FID / precision / recall")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_push_parser(commands: Any) -> None:
+    push = commands.add_parser(
+        "push", help="upload a saved model to the Hugging Face Hub",
+        description="Upload a saved model with its fitted samplers, the metrics of its "
+                    "training run and a generated model card to a model repository on the "
+                    "Hugging Face Hub (needs pip install 'vaebench[hub]'). The token is the "
+                    "one of `hf auth login` or $HF_TOKEN. See docs/sharing.md.")
+    push.add_argument("--model", required=True,
+                      help="a saved model folder, or the --output folder of vaebench train "
+                           "(its model/ and metrics.json)")
+    push.add_argument("--repo", required=True,
+                      help="owner/name of the model repository (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--message", default=None, help="the commit message")
+    _add_trust_flag(push)
+
+
+def _add_convert_pythae_parser(commands: Any) -> None:
+    from vaebench.integrations.pythae import supported_models
+
+    convert = commands.add_parser(
+        "convert-pythae", help="convert a model saved by pythae into a vaebench model folder",
+        description="Read a folder written by pythae's model.save() (model_config.json and "
+                    "model.pt, loaded as plain tensors only) and write the equivalent "
+                    "vaebench model folder. Converts pythae's default networks for: "
+                    f"{', '.join(supported_models())}. Custom networks (encoder.pkl, "
+                    "decoder.pkl: pickled code) are refused, never opened. See docs/pythae.md.")
+    convert.add_argument("folder", metavar="DIR", help="the folder pythae's model.save() wrote")
+    convert.add_argument("output", metavar="OUT",
+                         help="the vaebench model folder to write (a model saved there is "
+                              "replaced)")
 
 
 def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
@@ -260,6 +316,18 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--output", default=None, help="benchmark folder; default bench")
     bench.add_argument("--progress", action="store_true", default=None,
                        help="show the trainer's progress bar of every run")
+    bench.add_argument("--executor", default=None, choices=EXECUTORS,
+                       help="local: runs in this process, or --jobs worker processes; ray: "
+                            "each run a Ray task (pip install 'vaebench[ray]'); default local")
+    bench.add_argument("--address", default=None,
+                       help="the Ray cluster of --executor ray; default $RAY_ADDRESS, else a "
+                            "local Ray")
+    bench.add_argument("--jobs", type=int, default=None,
+                       help="runs at once in local worker processes; default 1 (in this "
+                            "process)")
+    bench.add_argument("--cpus-per-run", type=int, default=None,
+                       help="CPUs (torch threads) of each run; default: the CPUs shared "
+                            "among --jobs, 1 per Ray task")
     bench.add_argument("--retry-failed", action="store_true",
                        help="run again the runs that failed before")
     bench.add_argument("--report-only", action="store_true",
@@ -281,7 +349,8 @@ def _sigma(text: str) -> float | str:
 
 def _training_data_record(args: argparse.Namespace) -> dict[str, Any]:
     """How ``vaebench train`` loaded its data: saved with the model (see saved_model)."""
-    dataset = args.dataset if args.dataset in DATASETS else str(Path(args.dataset).resolve())
+    bundled = args.dataset in DATASETS or args.dataset in TABLES
+    dataset = args.dataset if bundled else str(Path(args.dataset).resolve())
     return {"dataset": dataset, "train_size": args.train_size, "seed": args.seed,
             "data_root": args.data_root, "skip_bad_images": args.skip_bad_images}
 
@@ -299,6 +368,8 @@ def train_command(args: argparse.Namespace) -> int:
     options = dict(args.option)
     options.update({k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder))
                     if v is not None})
+    if isinstance(train, TableData):
+        options["likelihood_kwargs"] = train.likelihood_kwargs
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
         likelihood=likelihood, sigma=sigma, sigma_per=args.sigma_per,
@@ -308,10 +379,13 @@ def train_command(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
         seed=args.seed, device=args.device, output_dir=str(output),
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        overwrite=args.overwrite, keep_best=args.keep == "best"))
+        overwrite=args.overwrite, keep_best=args.keep == "best", precision=args.precision,
+        compile=args.compile, channels_last=args.channels_last))
     start = time.perf_counter()
     history = trainer.fit(train, test, resume_from=resume_from)
     seconds = time.perf_counter() - start
+    if not is_main_process():
+        return 0  # data-parallel: rank 0 writes the report
 
     sampler_name = args.sampler or model.default_sampler
     _say(args, f"fitting the {sampler_name} sampler on the training codes")
@@ -341,6 +415,8 @@ def train_command(args: argparse.Namespace) -> int:
 def _likelihood(args: argparse.Namespace, train: ArrayData) -> tuple[str, float | str]:
     """The likelihood and sigma of ``vaebench train``: as given, or chosen from the data."""
     check_sigma(args.likelihood, _sigma(args.sigma))
+    if isinstance(train, TableData):
+        return table_likelihood(args.likelihood), 1.0
     if args.likelihood != AUTO:
         return args.likelihood, _sigma(args.sigma)
     likelihood, sigma = likelihood_for_data(train)
@@ -351,8 +427,8 @@ def _likelihood(args: argparse.Namespace, train: ArrayData) -> tuple[str, float 
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
-    """A line on what runs now, unless progress is hidden."""
-    if not getattr(args, "no_progress", False):
+    """A line on what runs now, unless progress is hidden (rank 0's, data-parallel)."""
+    if not getattr(args, "no_progress", False) and is_main_process():
         print(f"vaebench: {text}", file=sys.stderr, flush=True)
 
 
@@ -371,6 +447,8 @@ def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,
         "eval_terms": {k: v for k, v in scores.items() if k != "loss"},
         "eval_sse_per_sample": error["sse"], "eval_mse_per_dim": error["mse"],
     }
+    if is_tabular(model):
+        metrics["eval_column_nll"] = column_nll(model, test)
     if has_likelihood(model):
         likelihood = report["likelihood"]
         metrics.update({"test_elbo": likelihood["elbo"],
@@ -379,29 +457,48 @@ def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,
     return metrics
 
 
-def _load_saved(args: argparse.Namespace):
+def _load_saved(args: argparse.Namespace) -> tuple[Any, Path, bool]:
+    """The model of --model (a folder or an hf:// location), its local folder, and whether
+    that folder may be written to (a Hub snapshot stays as downloaded)."""
+    from vaebench.integrations.hub import is_hub_location, model_folder
     from vaebench.serialization import load_model
     from vaebench.training import resolve_device
 
-    return load_model(args.model, resolve_device(args.device), trust_code=args.trust_code)
+    folder = model_folder(args.model)
+    model = load_model(folder, resolve_device(args.device), trust_code=args.trust_code)
+    return model, folder, not is_hub_location(args.model)
 
 
 def sample_command(args: argparse.Namespace) -> int:
     from vaebench import viz
+    from vaebench.data.tables import check_table_path, write_table
     from vaebench.saved_model import ready_sampler
+    from vaebench.tabular_likelihood import generate_table
 
     if args.output is None and args.npy is None:
         raise ValueError("say where the samples go: --output grid.png and/or --npy out.npy")
     if args.n < 1:
         raise ValueError(f"-n must be positive, got {args.n}")
-    model = _load_saved(args)
-    if args.output is not None and not viz.is_image_shape(model.config.input_dim):
+    model, folder, writable = _load_saved(args)
+    table = is_tabular(model)
+    if table and args.npy is not None:
+        raise ValueError("the model generates a table: write it with --output FILE.csv "
+                         "(or .parquet)")
+    if table:
+        check_table_path(args.output)  # before fitting a sampler
+    if args.output is not None and not table and not viz.is_image_shape(
+            model.config.input_dim):
         raise ValueError(f"the model's samples have shape {tuple(model.config.input_dim)}, not "
                          "images: write them with --npy")
     name = args.sampler or model.default_sampler
-    sampler = ready_sampler(args.model, model, name, dataset=args.dataset,
+    sampler = ready_sampler(folder, model, name, dataset=args.dataset,
                             data_root=args.data_root, refit=args.refit, seed=args.seed,
-                            **dict(args.option))
+                            keep=writable, **dict(args.option))
+    if table:
+        write_table(generate_table(model, args.n, sampler=sampler, seed=args.seed),
+                    args.output)
+        print(f"{args.n} rows of the {name} sampler written to {args.output}")
+        return 0
     samples = sampler.generate(model, args.n, seed=args.seed).cpu()
     if args.output is not None:
         viz.save_image_grid(samples, args.output)
@@ -418,22 +515,41 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from vaebench.metrics import feature_network
     from vaebench.saved_model import evaluate_model, ready_sampler, training_record
 
-    model = _load_saved(args)
-    record = training_record(args.model, args.dataset, args.data_root)
+    model, folder, writable = _load_saved(args)
+    record = training_record(folder, args.dataset, args.data_root)
     _, test = load_train_test(**record)
     names = [n.strip() for n in (args.samplers or model.default_sampler).split(",") if n.strip()]
     features = None
     if not args.no_sample_quality:
         features = feature_network(args.features, record["dataset"], test.sample_shape,
                                    model.device)
-    samplers = {name: ready_sampler(args.model, model, name, dataset=args.dataset,
-                                    data_root=args.data_root, seed=args.seed) for name in names}
+    samplers = {name: ready_sampler(folder, model, name, dataset=args.dataset,
+                                    data_root=args.data_root, seed=args.seed, keep=writable)
+                for name in names}
     report = evaluate_model(model, test, samplers, k=args.k, features=features,
                             n_samples=args.n_samples, seed=args.seed,
                             progress=not args.no_progress)
-    output = Path(args.output) if args.output else Path(args.model) / "evaluation.json"
+    output = Path(args.output or (folder if writable else Path()) / "evaluation.json")
     write_json(output, report)
     print(f"metrics of {model.name} on {len(test)} test samples written to {output}")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from vaebench.integrations.hub import push_folder
+
+    url = push_folder(args.model, args.repo, private=args.private,
+                      commit_message=args.message, trust_code=args.trust_code)
+    print(f"{args.model} pushed to hf://{args.repo}: {url}")
+    return 0
+
+
+def convert_pythae_command(args: argparse.Namespace) -> int:
+    from vaebench.integrations.pythae import from_pythae
+    from vaebench.serialization import save_model
+
+    model = save_model(from_pythae(args.folder), args.output)
+    print(f"{args.folder} converted to a vaebench model in {model}")
     return 0
 
 
@@ -489,7 +605,9 @@ def benchmark_command(args: argparse.Namespace) -> int:
              "data_root": args.data_root, "skip_bad_images": args.skip_bad_images,
              "metrics": args.metrics, "features": args.features,
              "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,
-             "device": args.device, "output": args.output, "progress": args.progress}
+             "device": args.device, "output": args.output, "progress": args.progress,
+             "executor": args.executor, "address": args.address, "jobs": args.jobs,
+             "cpus_per_run": args.cpus_per_run}
     config = BenchmarkConfig(**merge_options(file_values, flags))
     try:
         results = run_benchmark(config, retry_failed=args.retry_failed,
@@ -503,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": train_command, "sample": sample_command,
                 "evaluate": evaluate_command, "list-models": list_models_command,
-                "list-samplers": list_samplers_command, "benchmark": benchmark_command}
+                "list-samplers": list_samplers_command, "benchmark": benchmark_command,
+                "push": push_command, "convert-pythae": convert_pythae_command}
     try:
         return handlers[args.command](args)
     except ValidationError as err:

@@ -55,7 +55,7 @@ class LikelihoodOptions(Config):
     def _known_likelihood(cls, value: str, info: ValidationInfo) -> str:
         from vaebench.likelihoods import AUTO, check_sigma, check_sigma_per, list_likelihoods
 
-        known = list_likelihoods() + ([AUTO] if cls.accepts_auto else [])
+        known = list_likelihoods(data_built=True) + ([AUTO] if cls.accepts_auto else [])
         if value not in known:
             raise ValueError(f"unknown likelihood {value!r}; known: {', '.join(known)}")
         if "sigma" in info.data:  # assignment: the other fields are already set
@@ -110,10 +110,24 @@ class ModelConfig(LikelihoodOptions):
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     decoder: str = "mlp"
     decoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    likelihood_kwargs: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True,
+        description="what a likelihood built from the data needs: the 'mixed' likelihood's "
+                    "{'table': schema} (vaebench.data.load_table)")
 
     @field_validator("input_dim")
     @classmethod
     def _positive_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(d <= 0 for d in value):
             raise ValueError(f"every entry of input_dim must be a positive integer, got {value}")
+        return value
+
+    @field_validator("likelihood_kwargs")
+    @classmethod
+    def _kwargs_fit_likelihood(cls, value: dict[str, Any],
+                               info: ValidationInfo) -> dict[str, Any]:
+        from vaebench.likelihoods import check_likelihood_kwargs
+
+        if "likelihood" in info.data:
+            check_likelihood_kwargs(info.data["likelihood"], value, info.data.get("input_dim"))
         return value

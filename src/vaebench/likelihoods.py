@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebench.collectives import batch_mean
+
 if TYPE_CHECKING:
     from vaebench.data.sources import ArrayData
 
@@ -52,8 +54,18 @@ def _register(cls: type[Likelihood]) -> type[Likelihood]:
     return cls
 
 
-def list_likelihoods() -> list[str]:
-    return sorted(_LIKELIHOODS)
+def list_likelihoods(*, data_built: bool = False) -> list[str]:
+    """Names of the likelihoods built from a sample shape alone; with ``data_built`` also
+    those built from a description of the data (``mixed``, from a table's schema)."""
+    return sorted(name for name, cls in _LIKELIHOODS.items()
+                  if data_built or not cls.builds_from_data)
+
+
+def check_likelihood_kwargs(name: str, kwargs: dict[str, Any],
+                            input_dim: tuple[int, ...] | None = None) -> None:
+    """``kwargs`` (a model's ``likelihood_kwargs``) must fit likelihood ``name``."""
+    if name in _LIKELIHOODS:
+        _LIKELIHOODS[name].check_kwargs(kwargs, input_dim)
 
 
 def _sum_per_sample(values: torch.Tensor) -> torch.Tensor:
@@ -197,10 +209,32 @@ class Likelihood(nn.Module):
     support: ClassVar[tuple[float, float] | None] = None
     #: Data must lie on the levels k / (levels - 1) of [0, 1]; None: any value.
     levels: ClassVar[int | None] = None
+    #: Built from a description of the data (``likelihood_kwargs``), not from its shape
+    #: alone: left out of :func:`list_likelihoods` unless asked for.
+    builds_from_data: ClassVar[bool] = False
 
     def __init__(self, input_dim: tuple[int, ...]):
         super().__init__()
         self.input_dim = tuple(input_dim)
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict[str, Any],
+                     input_dim: tuple[int, ...] | None = None) -> Any:
+        """Validate ``likelihood_kwargs``: none, unless the likelihood builds from data."""
+        if kwargs:
+            raise ValueError(f"likelihood {cls.name!r} takes no likelihood_kwargs, got "
+                             f"{sorted(kwargs)}")
+
+    def generated(self, params: torch.Tensor) -> Any:
+        """What ``model.generate`` returns for decoder output ``params``: the mean."""
+        return self.mean(params)
+
+    def on_epoch_start(self) -> None:
+        """Reset statistics gathered over a training epoch."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Statistics gathered since :meth:`on_epoch_start`, for the history."""
+        return {}
 
     @property
     def dim(self) -> int:
@@ -386,10 +420,11 @@ class Gaussian(_ScaledLikelihood):
 
     @torch.no_grad()
     def _track(self, mse: torch.Tensor) -> None:
-        """Running mean of the batch MSE: a cumulative mean for the first 1 / momentum
-        batches, then an exponential moving average (no host synchronization)."""
+        """Running mean of the batch MSE (the whole batch's when data-parallel): a
+        cumulative mean for the first 1 / momentum batches, then an exponential moving
+        average (no host synchronization)."""
         weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum)
-        self.running_mse.lerp_(mse.detach().mean().to(self.running_mse.dtype),
+        self.running_mse.lerp_(batch_mean(mse.detach()).to(self.running_mse.dtype),
                                weight.to(self.running_mse.dtype))
         self.num_updates += 1
 
@@ -614,11 +649,19 @@ class DiscretizedLogistic(Likelihood):
 
 
 def build_likelihood(
-    name: str, input_dim: tuple[int, ...], sigma: float | str = 1.0, sigma_per: str = "scalar"
+    name: str, input_dim: tuple[int, ...], sigma: float | str = 1.0, sigma_per: str = "scalar",
+    **kwargs: Any,
 ) -> Likelihood:
-    """Build the likelihood named in a model config (validating sigma and sigma_per)."""
+    """Build the likelihood named in a model config (validating sigma and sigma_per);
+    ``kwargs``: what a likelihood built from the data needs (``mixed``: ``table``)."""
     sigma = check_likelihood_options(name, sigma, sigma_per)
     cls = _LIKELIHOODS[name]
+    if not cls.builds_from_data:
+        cls.check_kwargs(kwargs)
     if cls.scale_modes:
         return cls(input_dim, sigma=sigma, sigma_per=sigma_per)
-    return cls(input_dim)
+    return cls(input_dim, **kwargs)
+
+
+# The likelihoods built from a description of the data register themselves on import.
+from vaebench import tabular_likelihood  # noqa: E402, F401

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebench.collectives import from_first_rank, gathered_over_ranks, summed_over_ranks
 from vaebench.kernels import squared_distances
 
 __all__ = ["FiniteScalarQuantizer", "GumbelQuantizer", "LookupFreeQuantizer", "Quantization",
@@ -211,7 +212,9 @@ class _UsageCounter(Quantizer):
 
     @torch.no_grad()
     def _count(self, flat_indices: torch.Tensor) -> torch.Tensor:
-        counts = torch.bincount(flat_indices, minlength=self.code_counts.numel())
+        """Count the step's codes (of the whole batch when data-parallel) and return them."""
+        counts = summed_over_ranks(torch.bincount(flat_indices,
+                                                  minlength=self.code_counts.numel()))
         self.code_counts += counts
         return counts
 
@@ -385,13 +388,14 @@ class VectorQuantizer(_UsageCounter):
 
     @torch.no_grad()
     def _gather_for_kmeans(self, rows: torch.Tensor) -> None:
-        """Keep this step's vectors; once there are ``num_codes`` of them, set the codebook
-        to their k-means centres."""
-        self._kmeans_rows.append(rows)
+        """Keep this step's vectors (the whole batch's when data-parallel); once there are
+        ``num_codes`` of them, set the codebook to their k-means centres (rank 0's)."""
+        self._kmeans_rows.append(gathered_over_ranks(rows))
         if sum(r.shape[0] for r in self._kmeans_rows) < self.num_codes:
             return
         gathered = torch.cat(self._kmeans_rows)
-        self.set_codebook(kmeans(gathered, self.num_codes, self.kmeans_iters, self.cosine))
+        centres = kmeans(gathered, self.num_codes, self.kmeans_iters, self.cosine)
+        self.set_codebook(from_first_rank(centres))
         self.kmeans_done.fill_(True)
         self._kmeans_rows, self.awaiting_kmeans = [], False
 
@@ -409,11 +413,13 @@ class VectorQuantizer(_UsageCounter):
     @torch.no_grad()
     def ema_update(self, rows: torch.Tensor, flat_indices: torch.Tensor,
                    counts: torch.Tensor | None = None) -> None:
-        """One EMA step of the codebook from ``rows`` (N, D) assigned to ``flat_indices``."""
+        """One EMA step of the codebook from ``rows`` (N, D) assigned to ``flat_indices``;
+        ``counts``, if given, are those of the whole batch. Data-parallel, the counts and
+        sums are those of the whole batch."""
         if counts is None:
-            counts = torch.bincount(flat_indices, minlength=self.num_codes)
-        sums = torch.zeros_like(self.ema_embed_sum).index_add_(
-            0, flat_indices, rows.to(self.ema_embed_sum.dtype))
+            counts = summed_over_ranks(torch.bincount(flat_indices, minlength=self.num_codes))
+        sums = summed_over_ranks(torch.zeros_like(self.ema_embed_sum).index_add_(
+            0, flat_indices, rows.to(self.ema_embed_sum.dtype)))
         self.ema_cluster_size.mul_(self.decay).add_(counts.to(self.ema_cluster_size.dtype),
                                                     alpha=1.0 - self.decay)
         self.ema_embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
@@ -424,10 +430,12 @@ class VectorQuantizer(_UsageCounter):
 
     @torch.no_grad()
     def _remember(self, rows: torch.Tensor) -> None:
-        """Write a random subset of this step's encoder outputs into the ring buffer."""
+        """Write a random subset of this step's encoder outputs (the whole batch's when
+        data-parallel, chosen by rank 0) into the ring buffer."""
+        rows = gathered_over_ranks(rows)
         size = self.recent.shape[0]
         take = min(rows.shape[0], size)
-        chosen = rows[torch.randperm(rows.shape[0], device=rows.device)[:take]]
+        chosen = rows[from_first_rank(torch.randperm(rows.shape[0], device=rows.device))[:take]]
         slots = (self.recent_next + torch.arange(take, device=rows.device)) % size
         self.recent[slots] = chosen.to(self.recent.dtype)
         self.recent_next.copy_((self.recent_next + take) % size)
@@ -436,8 +444,8 @@ class VectorQuantizer(_UsageCounter):
     @torch.no_grad()
     def _restart(self) -> None:
         dead = (self.unused_steps >= self.dead_after) & (self.recent_filled > 0)
-        pick = (torch.rand(self.num_codes, device=self.recent.device)
-                * self.recent_filled).long().clamp_max(self.recent.shape[0] - 1)
+        draws = from_first_rank(torch.rand(self.num_codes, device=self.recent.device))
+        pick = (draws * self.recent_filled).long().clamp_max(self.recent.shape[0] - 1)
         fresh = self.recent[pick]
         mask = dead.unsqueeze(1)
         self.embedding.copy_(torch.where(mask, fresh, self.embedding))

@@ -57,17 +57,19 @@ def fitted_sampler(name: str, model: nn.Module, train: Any, *, seed: int = 0,
 def ready_sampler(model_dir: str | Path, model: nn.Module, name: str, *,
                   dataset: str | None = None, data_root: str | None = None,
                   refit: bool = False, seed: int = 0, progress: bool = False,
-                  **options: Any) -> Sampler:
+                  keep: bool = True, **options: Any) -> Sampler:
     """The sampler ``name`` of the model saved in ``model_dir``: the saved one, else (or
     with ``refit`` or other ``options``) a new one, fitted on the model's training data
-    if it needs fitting and then saved beside the model."""
+    if it needs fitting and then saved beside the model (unless ``keep`` is false, as for
+    a Hub snapshot, which stays as downloaded)."""
     if name in saved_samplers(model_dir) and not refit and not options:
         return load_sampler(model_dir, name, model)
     sampler = create_sampler(name, model, **options)
     if sampler.needs_fitting:
         train, _ = training_data(model_dir, dataset, data_root)
         sampler.fit(model, train, seed=seed, progress=progress)
-        save_sampler(sampler, model_dir)
+        if keep:
+            save_sampler(sampler, model_dir)
     return sampler
 
 

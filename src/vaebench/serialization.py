@@ -117,13 +117,17 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu", *,
     """Rebuild a saved model of any registered kind with its weights, on ``device`` and in
     eval mode, ready for inference (call ``model.train()`` to train it further).
 
+    ``directory``: a model folder, or ``"hf://owner/name[@revision]"`` for one on the
+    Hugging Face Hub (:mod:`vaebench.integrations.hub`), downloaded and then loaded as a
+    local folder.
     ``trust_code=True`` lets the folder's config import and build network classes by
     import path that this process has not registered: only for folders you trust.
     """
+    from vaebench.integrations.hub import model_folder
     from vaebench.models import get_model_class
     from vaebench.nn import trusting_code
 
-    directory = Path(directory)
+    directory = model_folder(directory)
     recover_folder(directory)
     payload = read_config(directory)
     cls = get_model_class(payload["model"])

@@ -17,6 +17,8 @@ from vaebench.training.config import check_device
 METRICS = ("loss", "reconstruction", "likelihood", "sample_quality", "representation",
            "disentanglement")
 FEATURE_NETWORKS = ("classifier", "inception")
+#: How runs are executed: in this process (or ``jobs`` local worker processes), or on Ray.
+EXECUTORS = ("local", "ray")
 #: Model config fields a benchmark sets for every model; model_options may not override them.
 _SHARED_FIELDS = ("input_dim",)
 
@@ -87,6 +89,15 @@ class BenchmarkConfig(LikelihoodOptions):
     output: str = Field("bench", description="folder of the runs, report and figures")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     progress: bool = Field(False, description="show the trainer's progress bar")
+    executor: str = Field("local", description="'local': in this process, or in `jobs` worker "
+                                               "processes; 'ray': each run a Ray task")
+    address: str | None = Field(None, description="the Ray cluster of executor 'ray'; None: "
+                                                  "$RAY_ADDRESS, else a local Ray")
+    jobs: int = Field(1, gt=0, description="local runs at once, each in a worker process when "
+                                           "more than 1")
+    cpus_per_run: int | None = Field(None, gt=0, description=(
+        "CPUs (torch threads) of each run; None: the process's threads when runs go one "
+        "after another, the CPUs shared among the jobs, 1 per Ray task"))
 
     # --- validation ---------------------------------------------------------------------
     @field_validator("models", "datasets", "metrics", "samplers", mode="before")
@@ -162,6 +173,34 @@ class BenchmarkConfig(LikelihoodOptions):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str, info: ValidationInfo) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {value!r}")
+        device = info.data.get("device", "auto")
+        if value == "ray" and device.startswith("cuda:") and device != "cuda:0":
+            raise ValueError(f"a Ray task sees the one GPU Ray gives it as cuda:0: use device "
+                             f"'cuda' or 'auto' with executor 'ray', not {device!r}")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address_of_ray(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("executor") != "ray":
+            raise ValueError("address is the Ray cluster of executor 'ray'; choose that "
+                             "executor or leave the address out")
+        return value
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs_are_local(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("executor") == "ray":
+            raise ValueError("jobs counts local worker processes; with executor 'ray' the "
+                             "cluster's CPUs and GPUs decide how many runs go at once (see "
+                             "cpus_per_run)")
+        return value
+
     @field_validator("model_options")
     @classmethod
     def _valid_model_options(cls, value: dict[str, dict[str, Any]],
@@ -226,7 +265,8 @@ class BenchmarkConfig(LikelihoodOptions):
         """The settings that determine one run's result (not where or how it is shown)."""
         everything = self.to_dict()
         skip = {"models", "datasets", "seeds", "model_options", "output", "device",
-                "progress", "data_root", "skip_bad_images"}
+                "progress", "data_root", "skip_bad_images", "executor", "address", "jobs",
+                "cpus_per_run"}
         out = {"dataset": dataset, "model": model, "seed": seed,
                "model_options": everything["model_options"].get(model, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})

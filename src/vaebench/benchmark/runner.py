@@ -230,68 +230,87 @@ def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
         return _run_all(config, retry_failed, stream, report)
 
 
-def check_networks(config: BenchmarkConfig) -> None:
-    """Raise before any run if a network that some model would build is not allowed."""
+def check_networks(config: BenchmarkConfig) -> dict[str, type]:
+    """Raise before any run if a network that some model would build is not allowed; return
+    the classes of those that are not built in (registered or trusted), by configured name."""
     from vaebench.nn import network_class
+    from vaebench.nn.registry import BUILTIN
 
+    custom = {}
     for model in config.models:
         options = config.model_options.get(model, {})
         for role in ("encoder", "decoder"):
             name = options.get(role, getattr(config, role))
             if name is not None:
-                network_class(role, name)
+                network = network_class(role, name)
+                if name not in BUILTIN[role]:
+                    custom[name] = network
+    return custom
 
 
 def _run_all(config: BenchmarkConfig, retry_failed: bool, stream: TextIO | None,
              report: bool) -> list[dict[str, Any]]:
+    from vaebench.benchmark.executors import execute, in_parallel
+
     stream = stream if stream is not None else sys.stdout
     output = Path(config.output)
+    runs = plan_runs(config)
+    numbered = {run: f"[{index}/{len(runs)}] {run}" for index, run in enumerate(runs, 1)}
+    parallel = in_parallel(config)
+    results: dict[Run, dict[str, Any]] = {}
+    say = _Say(stream)
+
+    def remaining():
+        """The runs to do, read as each starts (or is handed to a worker); a run kept from
+        before is said and recorded here."""
+        for run in runs:
+            kept, reason = _earlier_result(run.folder(output), _jsonable(config.run_config(
+                run.dataset, run.model, run.seed)), retry_failed)
+            if kept is not None:
+                say.line(f"{numbered[run]} ... {reason}")
+                results[run] = kept
+                continue
+            if reason:
+                say.line(f"{numbered[run]}: {reason}")
+            if not parallel:
+                say.start(numbered[run], config.progress)
+            yield run
+
+    finished = execute(config, remaining())
     output.mkdir(parents=True, exist_ok=True)
     config.save(output / "benchmark.json")
-    runs = plan_runs(config)
-    context = _Context(config)
-    results = []
-    say = _Say(stream)
     say.line(f"benchmark: {len(runs)} runs ({len(config.datasets)} dataset(s) x "
              f"{len(config.models)} model(s) x {len(config.seed_list)} seed(s)) in {output}")
-    for index, run in enumerate(runs, 1):
-        prefix = f"[{index}/{len(runs)}] {run}"
-        kept, reason = _earlier_result(run.folder(output), _jsonable(config.run_config(
-            run.dataset, run.model, run.seed)), retry_failed)
-        if kept is not None:
-            say.line(f"{prefix} ... {reason}")
-            results.append(kept)
-            continue
-        if reason:
-            say.line(f"{prefix}: {reason}")
-        if config.progress:
-            say.line(f"{prefix} ...")
-        else:
-            say.part(f"{prefix} ... ")
-        try:
-            result = run_one(config, run, context)
-        except KeyboardInterrupt:
-            say.line(f"\ninterrupted in run {index} of {len(runs)}; start the same benchmark "
-                     "again to resume (finished runs are kept)")
-            raise
-        results.append(result)
-        if result["status"] == "ok":
-            loss = result["metrics"].get("loss", {}).get("loss", result.get("best_eval_loss"))
-            extra = f" (eval loss {loss:.2f})" if isinstance(loss, float) else ""
-            errors = result["metric_errors"]
-            if errors:
-                extra += f"; metric errors: {', '.join(errors)}"
-            say.end(f"done in {result['seconds']:.1f} s{extra}", prefix, config.progress)
-        else:
-            say.end(f"FAILED after {result['seconds']:.1f} s: {_short(result['error'])}",
-                    prefix, config.progress)
+    try:
+        for run, result in finished:
+            results[run] = result
+            say.end(_outcome(result), numbered[run], config.progress or parallel)
+    except KeyboardInterrupt:
+        where = (f"with {len(results)} of {len(runs)} runs done" if parallel else
+                 f"in run {len(results) + 1} of {len(runs)}")
+        say.line(f"\ninterrupted {where}; start the same benchmark again to resume (finished "
+                 "runs are kept)")
+        raise
+    ordered = [results[run] for run in runs]
     if report:
         from vaebench.benchmark.report import write_report
 
         path = write_report(output, config)
-        total = sum(r.get("seconds") or 0.0 for r in results)
-        say.line(f"report: {path} ({_counts(results)}, {total:.1f} s of runs)")
-    return results
+        total = sum(r.get("seconds") or 0.0 for r in ordered)
+        say.line(f"report: {path} ({_counts(ordered)}, {total:.1f} s of runs)")
+    return ordered
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    """How a run ended, for its progress line."""
+    if result["status"] != "ok":
+        return f"FAILED after {result['seconds']:.1f} s: {_short(result['error'])}"
+    loss = result["metrics"].get("loss", {}).get("loss", result.get("best_eval_loss"))
+    extra = f" (eval loss {loss:.2f})" if isinstance(loss, float) else ""
+    errors = result["metric_errors"]
+    if errors:
+        extra += f"; metric errors: {', '.join(errors)}"
+    return f"done in {result['seconds']:.1f} s{extra}"
 
 
 def _counts(results: list[dict[str, Any]]) -> str:
@@ -339,9 +358,12 @@ class _Say:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def part(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+    def start(self, prefix: str, own_line: bool) -> None:
+        if own_line:
+            self.line(f"{prefix} ...")
+        else:
+            self.stream.write(f"{prefix} ... ")
+            self.stream.flush()
 
     def end(self, text: str, prefix: str, own_line: bool) -> None:
         self.line(f"{prefix} ... {text}" if own_line else text)

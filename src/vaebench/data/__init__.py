@@ -7,13 +7,16 @@ from pathlib import Path
 import torch
 
 from vaebench.data.sources import ArrayData, as_data, load_image_folder, seeded_order
+from vaebench.data.table_datasets import TABLES
+from vaebench.data.tables import TableData, TableSchema, infer_schema, is_table, load_table
 
 DATASETS = ("mnist", "mnist5k", "digits", "dsprites")
 #: dSprites images generated for a training run unless told otherwise.
 DSPRITES_TRAIN_SIZE = 20000
 
-__all__ = ["DATASETS", "DSPRITES_TRAIN_SIZE", "ArrayData", "as_data", "load_dataset",
-           "load_image_folder", "load_train_test"]
+__all__ = ["DATASETS", "DSPRITES_TRAIN_SIZE", "TABLES", "ArrayData", "TableData",
+           "TableSchema", "as_data", "infer_schema", "load_dataset", "load_image_folder",
+           "load_table", "load_train_test"]
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
@@ -52,7 +55,9 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
     training samples drawn by ``seed``. Labelled data are drawn class-balanced (see
     :func:`~vaebench.data.sources.seeded_order`), so the first samples of either split hold
     every class in proportion. ``skip_bad_images``: leave out (with a warning) the
-    unreadable files of an image folder instead of failing."""
+    unreadable files of an image folder instead of failing. A table (a bundled one of
+    :data:`TABLES`, or a .csv / .parquet file) is encoded as a whole by its inferred schema
+    (:func:`load_table`), then split like user data."""
     if dataset == "dsprites":  # generated: draw only the images the run uses
         n = train_size or DSPRITES_TRAIN_SIZE
         train = as_data(load_dataset("dsprites", "train", n=n, seed=seed), name="train data")
@@ -62,7 +67,8 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
         train = as_data(load_dataset(dataset, "train", root=data_root), name="train data")
         test = as_data(load_dataset(dataset, "test", root=data_root), name="test data")
     else:
-        data = as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
+        data = load_table(dataset, name=str(dataset)) if is_table(dataset) else \
+            as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
         order = seeded_order(data, seed)
         n_test = max(1, len(data) // 10)
         test = data.subset(order[:n_test], "test data")

@@ -73,19 +73,25 @@ class ArrayData:
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
                 device: torch.device | str | None = None,
-                with_labels: bool = False) -> Iterator[Any]:
+                with_labels: bool = False,
+                part: tuple[int, int] | None = None) -> Iterator[Any]:
         """Yield batches of rows (or ``(rows, labels)`` pairs with ``with_labels``); a
-        shuffled order is one ``randperm`` per epoch."""
+        shuffled order is one ``randperm`` per epoch. ``part=(k, parts)`` yields only the
+        k-th of the ``parts`` contiguous parts of each batch (see :func:`part_bounds`):
+        a data-parallel process's share, possibly empty."""
         if with_labels and self.labels is None:
             raise ValueError(f"{self.name} has no labels, but the model needs them")
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else None
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        for first in range(0, stop, batch_size):
+            start, end = first, min(first + batch_size, n)
+            if part is not None:
+                start, end = (first + bound for bound in part_bounds(end - first, *part))
             if order is None:
-                index: Any = slice(start, min(start + batch_size, n))
+                index: Any = slice(start, end)
             else:
-                index = order[start:start + batch_size]
+                index = order[start:end]
                 if not self.in_memory:  # read sorted rows from disk, keep labels aligned
                     index = index.sort().values
                 elif index.device != self.x.device:
@@ -119,6 +125,14 @@ class ArrayData:
                 bad = start + int((~finite).flatten(1).any(1).nonzero()[0])
                 kind = "NaN" if bool(torch.isnan(block).any()) else "infinite"
                 raise ValueError(f"{self.name} contains {kind} values (first in sample {bad})")
+
+
+def part_bounds(size: int, k: int, parts: int) -> tuple[int, int]:
+    """Start and end of the k-th of ``parts`` contiguous parts of ``size`` rows, whose
+    sizes differ by at most one row, the larger first."""
+    base, larger = divmod(size, parts)
+    start = k * base + min(k, larger)
+    return start, start + base + (k < larger)
 
 
 def has_class_labels(data: ArrayData) -> bool:

@@ -23,6 +23,7 @@ from vaebench.data.sources import ArrayData
 from vaebench.distributions import StandardNormal
 from vaebench.likelihoods import Likelihood, build_likelihood
 from vaebench.nn import build_network, network_name
+from vaebench.precision import autocast_in_networks_only
 
 
 @dataclass
@@ -101,7 +102,8 @@ class Autoencoder(nn.Module):
         # Optimizer updates so far: drives schedules (annealing) and is saved with the model.
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         self.likelihood = build_likelihood(config.likelihood, config.input_dim,
-                                           sigma=config.sigma, sigma_per=config.sigma_per)
+                                           sigma=config.sigma, sigma_per=config.sigma_per,
+                                           **config.likelihood_kwargs)
         self.prior = StandardNormal(self.latent_shape)
         self.encoder = self.build_encoder(encoder)
         self.decoder = self.build_decoder(decoder)
@@ -173,10 +175,12 @@ class Autoencoder(nn.Module):
 
     def on_epoch_start(self) -> None:
         """Reset statistics gathered over an epoch (e.g. codebook usage)."""
+        self.likelihood.on_epoch_start()
 
     def epoch_metrics(self) -> dict[str, float]:
-        """Statistics gathered since :meth:`on_epoch_start`, reported in the history."""
-        return {}
+        """Statistics gathered since :meth:`on_epoch_start`, reported in the history (the
+        likelihood's: a table's per-column NLL)."""
+        return self.likelihood.epoch_metrics()
 
     # --- shared mechanics -----------------------------------------------------------------
     @property
@@ -195,7 +199,8 @@ class Autoencoder(nn.Module):
         return self.decode(z)
 
     def forward(self, x: torch.Tensor, **inputs: Any) -> ModelOutput:
-        objective = self.objective(x, **inputs)
+        with autocast_in_networks_only(self, x.device.type):  # the terms in float32
+            objective = self.objective(x, **inputs)
         weights = self.term_weights()
         weighted = {name: weights.get(name, 1.0) * term for name, term in objective.terms.items()}
         regularizer = sum(term for name, term in weighted.items() if name != "recon")
@@ -217,16 +222,17 @@ class Autoencoder(nn.Module):
         return self.likelihood.mean(self.decode(self.encode(x).mean))
 
     @torch.no_grad()
-    def generate(self, n: int) -> torch.Tensor:
-        """Decode ``n`` draws from the prior (means of p(x | z)); other ways of drawing
-        codes are the samplers of :mod:`vaebench.samplers`."""
+    def generate(self, n: int) -> Any:
+        """Decode ``n`` draws from the prior (means of p(x | z); for a table, a DataFrame
+        drawn from p(x | z)); other ways of drawing codes are the samplers of
+        :mod:`vaebench.samplers`."""
         if self.prior is None:
             raise RuntimeError(
                 f"{self.name} has no prior of its own: fit a sampler on its training data, "
                 f"e.g. vaebench.samplers.create_sampler({self.default_sampler!r}, model)"
                 ".fit(model, train_data), then sampler.generate(model, n)")
         z = self.prior.sample(n, device=self.device)
-        return self.likelihood.mean(self.decode(z))
+        return self.likelihood.generated(self.decode(z))
 
     def prepare(self, data: ArrayData) -> None:
         """Called once by the trainer with the training data, before the first step."""
@@ -237,6 +243,13 @@ class Autoencoder(nn.Module):
         from vaebench.serialization import save_model
 
         return save_model(self, directory, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload to the Hugging Face Hub; returns the commit's URL (see
+        :func:`vaebench.integrations.hub.push_model`)."""
+        from vaebench.integrations.hub import push_model
+
+        return push_model(self, repo_id, **options)
 
     def _check_networks(self) -> None:
         """Run a dummy batch to catch shape mismatches now, not mid-epoch."""

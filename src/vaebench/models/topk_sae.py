@@ -11,6 +11,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from vaebench.collectives import summed_over_ranks
 from vaebench.config import ModelConfig
 from vaebench.data.sources import ArrayData
 from vaebench.distributions import PointMass
@@ -207,8 +208,10 @@ class TopKSAE(Autoencoder):
 
     @torch.no_grad()
     def _record_firing(self, z: torch.Tensor) -> None:
-        fired = (z > 0).any(0)
-        self.samples_since_fired.add_(z.shape[0]).masked_fill_(fired, 0)
+        """Latents that fired in the batch (the whole batch when data-parallel)."""
+        fired = summed_over_ranks((z > 0).any(0).long()) > 0
+        samples = summed_over_ranks(torch.tensor(z.shape[0], device=z.device))
+        self.samples_since_fired.add_(samples).masked_fill_(fired, 0)
         self.fired_this_epoch |= fired
 
     def on_epoch_start(self) -> None:

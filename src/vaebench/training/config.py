@@ -10,6 +10,7 @@ from vaebench.config import Config
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau", "onecycle")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def check_device(value: str) -> str:
@@ -45,11 +46,20 @@ class TrainerConfig(Config):
                                                "refused: resume it or choose a new folder)")
     progress: bool = True
     log_every: int = Field(20, gt=0, description="steps between progress-bar updates")
+    precision: str = Field("fp32", description="'bf16' (CUDA, or a CPU with native bfloat16) "
+                           "or 'fp16' (CUDA, with loss scaling): encoder and decoder under "
+                           "autocast, every loss term in float32")
+    compile: bool = Field(False, description="torch.compile the encoder and decoder")
+    compile_backend: str = Field("inductor", description="torch.compile backend, e.g. "
+                                 "'inductor' (needs a C compiler on a CPU) or 'eager'")
+    channels_last: bool = Field(False, description="conv networks and image batches in "
+                                "channels-last memory format")
 
-    @field_validator("optimizer", "scheduler")
+    @field_validator("optimizer", "scheduler", "precision")
     @classmethod
     def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        known = OPTIMIZERS if info.field_name == "optimizer" else SCHEDULERS
+        known = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+                 "precision": PRECISIONS}[info.field_name]
         if value.lower() not in known:
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of "
                              f"{', '.join(known)}")
@@ -59,3 +69,14 @@ class TrainerConfig(Config):
     @classmethod
     def _known_device(cls, value: str) -> str:
         return check_device(value)
+
+    @field_validator("compile_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        import torch
+
+        known = torch.compiler.list_backends(exclude_tags=())
+        if value not in known:
+            raise ValueError(f"unknown compile_backend {value!r}; choose one of "
+                             f"{', '.join(known)}")
+        return value

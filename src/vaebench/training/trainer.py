@@ -26,6 +26,8 @@ from vaebench.serialization import (
     write_model_files,
 )
 from vaebench.training.config import TrainerConfig
+from vaebench.training.distributed import DataParallel, data_parallel, process_device
+from vaebench.training.fast_paths import FastPaths
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -54,13 +56,20 @@ def model_batches(model: Autoencoder, data: ArrayData, batch_size: int, **option
             yield x, {}
 
 
-def evaluate(model: Autoencoder, data: Any, batch_size: int = 512) -> dict[str, float]:
-    """Mean loss and mean of each per-sample term over ``data``, in eval mode."""
+def evaluate(model: Autoencoder, data: Any, batch_size: int = 512,
+             parallel: DataParallel | None = None) -> dict[str, float]:
+    """Mean loss and mean of each per-sample term over ``data``, in eval mode. With
+    ``parallel`` (data-parallel processes, ``batch_size`` each) every process evaluates its
+    part and returns the figures of the whole data."""
+    parallel = parallel or DataParallel()
     data = as_data(data, name="eval data")
     totals: dict[str, torch.Tensor] = {}
     with evaluating(model):
-        for x, inputs in model_batches(model, data, batch_size, device=model.device):
-            _accumulate(totals, model(x, **inputs))
+        for x, inputs in model_batches(model, data, parallel.global_batch(batch_size),
+                                       device=model.device, part=parallel.part):
+            if len(x):
+                _accumulate(totals, model(x, **inputs))
+    (totals,) = parallel.summed([totals])
     return {k: float(v) / len(data) for k, v in totals.items()}
 
 
@@ -89,7 +98,9 @@ class Trainer:
         self.model = model
         self.config = config or TrainerConfig()
         self.callbacks = list(callbacks or [])
-        self.device = resolve_device(self.config.device)
+        self.device = process_device(resolve_device(self.config.device))
+        self._parallel = DataParallel(device=self.device)
+        self.fast_paths = FastPaths(self.config, self.device)  # refuses a slow precision
         self.output_dir = Path(self.config.output_dir) if self.config.output_dir else None
         self.history: list[dict[str, Any]] = []
         self.best_eval_loss = math.inf
@@ -146,20 +157,30 @@ class Trainer:
 
         With ``resume_from`` (a checkpoint folder) training goes on from that checkpoint and
         ends exactly as the uninterrupted run would have, best model included.
+
+        Under ``torchrun`` the processes train data-parallel, ``batch_size`` being each
+        one's (see :mod:`vaebench.training.distributed`); only rank 0 writes files.
         """
+        with data_parallel(self.device) as self._parallel:
+            return self._fit(train_data, eval_data, resume_from)
+
+    def _fit(self, train_data: Any, eval_data: Any,
+             resume_from: str | Path | None) -> list[dict[str, Any]]:
+        """:meth:`fit` in this process's place among the data-parallel processes."""
         cfg = self.config
         train, evaluation = self._checked_data(train_data, eval_data)
         self._claim_output(resuming=resume_from is not None)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(self._parallel.seed(cfg.seed))
         shuffle = torch.Generator().manual_seed(cfg.seed)
         model = self.model.to(self.device)
         train = train.to(self.device)
         evaluation = evaluation.to(self.device) if evaluation is not None else None
         model.prepare(train)
-        steps = train.num_batches(cfg.batch_size, cfg.drop_last)
+        global_batch = self._parallel.global_batch(cfg.batch_size)
+        steps = train.num_batches(global_batch, cfg.drop_last)
         if steps == 0:
             raise ValueError(f"train data has {len(train)} samples, fewer than one batch of "
-                             f"{cfg.batch_size} with drop_last=True")
+                             f"{global_batch} with drop_last=True")
         optimizers = self._build_optimizers()
         schedulers = {group: self._build_scheduler(opt, steps)
                       for group, opt in optimizers.items()}
@@ -167,14 +188,17 @@ class Trainer:
         first_epoch = 1
         if resume_from is not None:
             first_epoch = self._resume(Path(resume_from), optimizers, schedulers, shuffle) + 1
-        bar = tqdm(total=(cfg.epochs - first_epoch + 1) * steps, disable=not cfg.progress,
+        self._parallel.broadcast_state(model)
+        bar = tqdm(total=(cfg.epochs - first_epoch + 1) * steps,
+                   disable=not cfg.progress or not self._parallel.is_main,
                    desc=model.name, unit="step", dynamic_ncols=True, mininterval=0.5)
+        self.fast_paths.apply(model)
         try:
             for epoch in range(first_epoch, cfg.epochs + 1):
                 record = self._train_epoch(epoch, train, optimizers, schedulers, shuffle, bar)
                 if evaluation is not None:
-                    record.update({f"eval_{k}": v for k, v in
-                                   evaluate(model, evaluation, cfg.eval_batch_size).items()})
+                    record.update({f"eval_{k}": v for k, v in evaluate(
+                        model, evaluation, cfg.eval_batch_size, self._parallel).items()})
                 self._step_schedulers(schedulers, record)
                 self.history.append(record)
                 if evaluation is not None and record["eval_loss"] < self.best_eval_loss:
@@ -182,7 +206,8 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(record)
                 if self.output_dir is not None:
-                    write_json(self.output_dir / "history.json", self.history)
+                    if self._parallel.is_main:
+                        write_json(self.output_dir / "history.json", self.history)
                     if epoch == cfg.epochs or (cfg.checkpoint_every
                                                and epoch % cfg.checkpoint_every == 0):
                         self._checkpoint(epoch, optimizers, schedulers, shuffle)
@@ -191,8 +216,9 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.fast_paths.restore()
         self._restore_best()
-        if self.output_dir is not None:  # the returned weights: the best, or the last
+        if self.output_dir is not None and self._parallel.is_main:  # the returned weights
             save_model(model, self.output_dir / "model")
         return self.history
 
@@ -207,6 +233,7 @@ class Trainer:
             data = as_data(data, name=name)
             data.check(self.model.config.input_dim)
             self.model.likelihood.check_support(data)
+            self._parallel.check_size(data)
             datasets.append(data)
         return tuple(datasets)
 
@@ -223,7 +250,8 @@ class Trainer:
             raise ValueError(f"{self.output_dir} already holds a run ({', '.join(found)}): "
                              "resume it (resume_from=..., --resume on the command line) or "
                              "set overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
+        if self._parallel.is_main:
+            shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
 
     def _step_schedulers(self, schedulers, record: dict[str, Any]) -> None:
         """Step the per-epoch schedulers (plateau on the eval loss, else the train loss)."""
@@ -248,7 +276,7 @@ class Trainer:
         """Remember (and save) the weights of a new best eval epoch."""
         self.best_eval_loss, self.best_epoch = eval_loss, epoch
         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.output_dir is not None:
+        if self.output_dir is not None and self._parallel.is_main:
             save_model(self.model, self.output_dir / "model")
 
     def _restore_best(self) -> None:
@@ -262,7 +290,8 @@ class Trainer:
         ``update(group, loss)`` back-propagates ``loss`` and steps the optimizer of
         ``group``. ``update({group: loss, ...})`` updates several groups from one graph:
         each loss reaches only its own group's parameters, and every gradient is computed
-        before any parameter changes (PIWAE's decoder and encoder targets).
+        before any parameter changes (PIWAE's decoder and encoder targets). Data-parallel,
+        each group's gradients are summed over the processes right before its step.
         """
         clip = self.config.grad_clip_norm
 
@@ -271,13 +300,14 @@ class Trainer:
             for index, (name, value) in enumerate(losses.items()):
                 optimizers[name].zero_grad(set_to_none=True)
                 inputs = _parameters(optimizers[name]) if len(losses) > 1 else None
-                value.backward(inputs=inputs, retain_graph=index < len(losses) - 1)
+                self.fast_paths.backward(value, inputs=inputs,
+                                         retain_graph=index < len(losses) - 1)
             for name in losses:
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(_parameters(optimizers[name]), clip)
-                optimizers[name].step()
+                self._parallel.average_gradients(_parameters(optimizers[name]))
+                self.fast_paths.step(optimizers[name], _parameters(optimizers[name]), clip)
                 if _per_step(schedulers[name]):
                     schedulers[name].step()
+            self.fast_paths.update_scale()
 
         return update
 
@@ -289,22 +319,27 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         window: list[dict[str, torch.Tensor]] = []  # batch sums since the last check
         update = self._update(optimizers, schedulers)
-        steps = train.num_batches(cfg.batch_size, cfg.drop_last)
-        batches = model_batches(model, train, cfg.batch_size, shuffle=True, generator=shuffle,
-                                drop_last=cfg.drop_last, device=self.device)
+        size = self._parallel.global_batch(cfg.batch_size)
+        steps = train.num_batches(size, cfg.drop_last)
+        batches = self._parallel.training_batches(model_batches(
+            model, train, size, shuffle=True, generator=shuffle, drop_last=cfg.drop_last,
+            device=self.device, part=self._parallel.part), len(train), size)
         for step, (x, inputs) in enumerate(batches, 1):
-            output = model.training_step(x, update, **inputs)
+            with self.fast_paths.autocast():
+                output = model.training_step(x, update, **inputs)
             model.num_steps += 1
-            window.append(_batch_sums(output))
+            window.append(self._parallel.counted(_batch_sums(output)))
             bar.update(1)
             if step % cfg.log_every == 0 or step == steps:
+                window = self._parallel.summed(window)  # the whole batches' sums
                 self._check_finite(window, epoch, step - len(window) + 1, steps)
                 for sums in window:
                     for name, value in sums.items():
                         totals[name] = totals[name] + value if name in totals else value
                 window = []
                 bar.set_postfix(epoch=epoch, loss=f"{output.loss.item():.2f}")
-        seen = steps * cfg.batch_size if cfg.drop_last else len(train)
+        self._parallel.broadcast_buffers(model)
+        seen = steps * size if cfg.drop_last else len(train)
         record: dict[str, Any] = {"epoch": epoch}
         record.update({f"train_{k}": float(v) / seen for k, v in totals.items()})
         record.update({f"train_{k}": v for k, v in model.epoch_metrics().items()})
@@ -342,7 +377,11 @@ class Trainer:
         return f"The best model so far (epoch {self.best_epoch}) {where}{restored}."
 
     def _checkpoint(self, epoch, optimizers, schedulers, shuffle) -> None:
-        """Write a resumable checkpoint folder as a whole (atomically)."""
+        """Write a resumable checkpoint folder as a whole (atomically); data-parallel, rank 0
+        writes it, with the random state of every process."""
+        rank_rngs = self._parallel.rng_states()
+        if not self._parallel.is_main:
+            return
         target = self.output_dir / "checkpoints" / f"epoch_{epoch:04d}"
         with replacing_folder(target, owns=_is_checkpoint_file) as folder:
             write_model_files(self.model, folder)
@@ -360,9 +399,11 @@ class Trainer:
                                for g, s in schedulers.items()},
                 "shuffle_rng": shuffle.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist(),
+                "rank_torch_rngs": rank_rngs,
                 "history": self.history,
                 "best_eval_loss": self.best_eval_loss,
                 "best_epoch": self.best_epoch,
+                "grad_scaler": self.fast_paths.state_dict(),
             })
 
     def _resume(self, folder: Path, optimizers, schedulers, shuffle) -> int:
@@ -382,9 +423,12 @@ class Trainer:
                 schedulers[group].load_state_dict(state["schedulers"][group])
         shuffle.set_state(torch.tensor(state["shuffle_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        self._parallel.restore_rng(state.get("rank_torch_rngs"), self.config.seed,
+                                   int(state["epoch"]))
         self.history = state["history"]
         self.best_eval_loss = state["best_eval_loss"]
         self.best_epoch = state["best_epoch"]
+        self.fast_paths.load_state_dict(state.get("grad_scaler"))
         return int(state["epoch"])
 
 

@@ -1,0 +1,364 @@
+"""The likelihood of a table row: one likelihood per column, their NLLs summed.
+
+``mixed`` is built from a table's schema (:mod:`vaebench.data.tables`), given to a model as
+``likelihood_kwargs={"table": schema}``. Each column is scored by the distribution of its
+kind on its block of the encoded row, and the row's NLL is the sum over its columns, every
+constant kept, so that the ELBO and the importance-sampled log p(x) are those of the table
+in its own units:
+
+* numeric and datetime columns: the existing ``gaussian`` likelihood with a learned sigma
+  per column, on the standardized value, plus log(scale) (the Jacobian of the
+  standardization): a density per unit of the column;
+* categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
+* counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
+  the log of the mean, scored at the count itself (the block holds it standardized);
+* a column with missing values: its missingness flag is a Bernoulli, and its value term
+  counts only where the value is present, so p(row) = prod_j p(flag_j) p(x_j)^(1 - flag_j).
+
+This is the decoder of TVAE (Xu, Skoularidou, Cuesta-Infante and Veeramachaneni, "Modeling
+Tabular Data using Conditional GAN", NeurIPS 2019, Sec. 4.3: a Gaussian per continuous
+column with its own sigma, a softmax per discrete column), with counts and missing values
+scored as what they are; TVAE's mode-specific normalization of continuous columns is an
+option of the transform, scored by :class:`ModeSpecific`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaebench.data.tables import Column, TableSchema
+from vaebench.likelihoods import Bernoulli, Gaussian, Likelihood, _register, _sum_per_sample
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from vaebench.data.sources import ArrayData
+
+
+class Categorical(Likelihood):
+    """Categorical on logits l over a one-hot block x of K entries:
+    -log p = -sum_k x_k log softmax(l)_k (0 for an all-zero block: a missing value)."""
+
+    name = "categorical"
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -_sum_per_sample(x * F.log_softmax(params, dim=1))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(params, dim=1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        drawn = torch.multinomial(torch.softmax(params.flatten(1), 1), 1).squeeze(1)
+        return F.one_hot(drawn, params.shape[1]).to(params.dtype)
+
+
+class Poisson(Likelihood):
+    """Poisson on the log-rate l: -log p(k) = e^l - k l + log k!."""
+
+    name = "poisson"
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _sum_per_sample(params.exp() - x * params + torch.lgamma(x + 1))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params.exp()
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.poisson(params.exp())
+
+
+class NegativeBinomial(Likelihood):
+    """Negative binomial on the log-mean l (mean mu = e^l) with a learned dispersion r per
+    dimension (variance mu + mu^2 / r; r -> infinity is the Poisson):
+
+    log p(k) = lgamma(k + r) - lgamma(r) - log k! + r log(r / (r + mu)) + k log(mu / (r + mu)).
+    """
+
+    name = "negative_binomial"
+
+    def __init__(self, input_dim: tuple[int, ...]):
+        super().__init__(input_dim)
+        self.log_dispersion = nn.Parameter(torch.zeros(self.input_dim))  # r = 1 at first
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_r = self.log_dispersion
+        r = log_r.exp()
+        log_r_plus_mu = torch.logaddexp(log_r, params)
+        log_p = (torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1)
+                 + r * (log_r - log_r_plus_mu) + x * (params - log_r_plus_mu))
+        return -_sum_per_sample(log_p)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params.exp()
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        r = self.log_dispersion.exp().expand_as(params)
+        return torch.distributions.NegativeBinomial(r, logits=params - r.log()).sample()
+
+
+class ModeSpecific(Likelihood):
+    """A numeric column under TVAE's mode-specific normalization (Xu et al. 2019, Sec. 4.2):
+    the block [alpha, one-hot mode k] stands for x = mean_k + 4 std_k alpha.
+
+    -log p(x) = -log P(k) - log N(alpha; mu, sigma^2) + log(4 std_k): a categorical over the
+    modes, the existing Gaussian with a learned sigma on alpha, and the Jacobian of the mode's
+    scaling. The mode of x is its most probable one, so pairs (k, alpha) whose x has another
+    mode never occur in data: their mass is lost, and this density of x is a lower bound of
+    the normalized one (reported likelihoods are conservative).
+    """
+
+    name = "mode_specific"
+
+    def __init__(self, mode_stds: list[float]):
+        super().__init__((1 + len(mode_stds),))
+        self.alpha = Gaussian((1,), sigma="learned")
+        self.mode = Categorical((len(mode_stds),))
+        self.register_buffer("log_widths", torch.tensor(mode_stds).mul(4).log(),
+                             persistent=False)
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mode = x[:, 1:]
+        return (self.alpha.nll(params[:, :1], x[:, :1]) + self.mode.nll(params[:, 1:], mode)
+                + (mode * self.log_widths).sum(1))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.cat([params[:, :1], self.mode.mean(params[:, 1:])], dim=1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.alpha.sample(params[:, :1]), self.mode.sample(params[:, 1:])],
+                         dim=1)
+
+
+_DISTRIBUTIONS = {"categorical": Categorical, "poisson": Poisson,
+                  "negative_binomial": NegativeBinomial, "bernoulli": Bernoulli}
+
+
+class ColumnLikelihood(nn.Module):
+    """p(x_j | z) of one column, on its value block of the encoded row.
+
+    Counts are held standardized in the block, (k - center) / scale, so that the encoder
+    sees well-scaled inputs; they are scored at k, with the decoder's output offset by
+    log(center) (the rate starts at the column's mean). A Gaussian column adds log(scale).
+    """
+
+    def __init__(self, column: Column):
+        super().__init__()
+        self.distribution = _distribution(column)
+        self.is_count = column.kind == "count"
+        self.center, self.scale = column.center, column.scale
+        standardized = column.likelihood == "gaussian" and not column.mode_means
+        self.log_jacobian = math.log(column.scale) if standardized else 0.0
+        self.log_offset = math.log(column.center) if self.is_count else 0.0
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.is_count:
+            x = torch.round(x * self.scale + self.center).clamp_min(0)
+        return self.distribution.nll(params + self.log_offset, x) + self.log_jacobian
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self._encoded(self.distribution.mean(params + self.log_offset))
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return self._encoded(self.distribution.sample(params + self.log_offset))
+
+    def _encoded(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.center) / self.scale if self.is_count else values
+
+
+def _distribution(column: Column) -> Likelihood:
+    """The likelihood of a column's value block."""
+    if column.mode_means:
+        return ModeSpecific(column.mode_stds)
+    if column.likelihood == "gaussian":
+        return Gaussian((1,), sigma="learned")
+    return _DISTRIBUTIONS[column.likelihood]((column.value_width,))
+
+
+@_register
+class Mixed(Likelihood):
+    """One likelihood per column of a table, the row's NLL their sum (module docstring).
+
+    ``table``: the table's schema (:class:`~vaebench.data.tables.TableSchema` or its
+    dict). ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
+    flag's, as ``"name:missing"``); in training mode their means over an epoch are reported
+    in the history as ``train_nll_<column>``.
+    """
+
+    name = "mixed"
+    builds_from_data = True
+
+    def __init__(self, input_dim: tuple[int, ...], table: TableSchema | dict[str, Any]):
+        super().__init__(input_dim)
+        self.table = self.check_kwargs({"table": table}, input_dim)
+        self.blocks = self.table.blocks()
+        self.columns = nn.ModuleList(ColumnLikelihood(column) for column in self.table.columns)
+        self.flags = Bernoulli((1,))
+        self.on_epoch_start()
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict[str, Any],
+                     input_dim: tuple[int, ...] | None = None) -> TableSchema:
+        """The table of ``kwargs`` (``{"table": schema}``), checked against ``input_dim``."""
+        if set(kwargs) != {"table"}:
+            raise ValueError("likelihood 'mixed' is built from a table's schema: "
+                             "likelihood_kwargs must be {'table': schema} (see "
+                             f"vaebench.data.load_table), got keys {sorted(kwargs)}")
+        table = kwargs["table"]
+        table = table if isinstance(table, TableSchema) else TableSchema.model_validate(table)
+        if input_dim is not None and tuple(input_dim) != (table.width,):
+            raise ValueError(f"likelihood 'mixed': the table's encoded rows have width "
+                             f"{table.width}, so input_dim must be ({table.width},), got "
+                             f"{tuple(input_dim)}")
+        return table
+
+    def parts(self, params: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample NLL (B,) of each column, and of each missingness flag."""
+        parts = {}
+        for (column, block, flag), likelihood in zip(self.blocks, self.columns, strict=True):
+            value = likelihood.nll(params[:, block], x[:, block])
+            if flag is not None:
+                missing = x[:, flag] > 0.5
+                value = torch.where(missing, torch.zeros_like(value), value)
+                parts[f"{column.name}:missing"] = self.flags.nll(params[:, flag:flag + 1],
+                                                                 x[:, flag:flag + 1])
+            parts[str(column.name)] = value
+        return parts
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        parts = self.parts(params, x)
+        if self.training:
+            self._track(parts)
+        return torch.stack(list(parts.values())).sum(0)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The encoded row of the means: Gaussian means, category and flag probabilities,
+        count means standardized like the counts."""
+        return self._per_block(params, ColumnLikelihood.mean, torch.sigmoid)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """A drawn encoded row; a drawn missing value's block holds 0, as in the data."""
+        rows = self._per_block(params, ColumnLikelihood.sample, self.flags.sample)
+        for _, block, flag in self.blocks:
+            if flag is not None:
+                rows[:, block] = rows[:, block] * (1 - rows[:, flag:flag + 1])
+        return rows
+
+    def generated(self, params: torch.Tensor) -> pd.DataFrame:
+        """What ``model.generate`` returns: a table drawn from p(x | z)."""
+        return self.table.decode(self.sample(params))
+
+    @property
+    def dim(self) -> int:
+        """D: the table's number of columns (not of entries of its encoded rows), so that
+        bits per dimension are bits per column."""
+        return len(self.table.columns)
+
+    @torch.no_grad()
+    def check_support(self, data: ArrayData, chunk: int = 8192) -> None:
+        """Refuse rows that are not this table's encoding: flags, booleans and one-hot
+        entries must be 0 or 1, and a category block one-hot unless the value is missing."""
+        for start in range(0, len(data), chunk):
+            rows = data.take(slice(start, start + chunk))
+            for column, block, flag in self.blocks:
+                problem = _encoding_problem(column, rows[:, block],
+                                            None if flag is None else rows[:, flag])
+                if problem is not None:
+                    what, row = problem
+                    raise ValueError(f"likelihood 'mixed' needs rows encoded by its table, "
+                                     f"but {data.name} has {what} in column {column.name!r} "
+                                     f"of row {start + row}")
+
+    def on_epoch_start(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._rows = 0
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Mean NLL of each column over the training rows scored since the epoch began."""
+        return {f"nll_{name}": float(total) / self._rows for name, total in self._sums.items()}
+
+    def _track(self, parts: dict[str, torch.Tensor]) -> None:
+        for name, part in parts.items():
+            total = part.detach().sum()
+            self._sums[name] = self._sums[name] + total if name in self._sums else total
+        self._rows += len(next(iter(parts.values())))
+
+    def _per_block(self, params: torch.Tensor, value_fn: Any, flag_fn: Any) -> torch.Tensor:
+        """The encoded row built block by block: ``value_fn`` on each column's block,
+        ``flag_fn`` on each missingness flag."""
+        pieces = []
+        for (_, block, flag), likelihood in zip(self.blocks, self.columns, strict=True):
+            pieces.append(value_fn(likelihood, params[:, block]))
+            if flag is not None:
+                pieces.append(flag_fn(params[:, flag:flag + 1]))
+        return torch.cat(pieces, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"columns={len(self.table.columns)}, width={self.table.width}"
+
+
+def _encoding_problem(column: Column, block: torch.Tensor,
+                      flag: torch.Tensor | None) -> tuple[str, int] | None:
+    """What is wrong with a column's encoded values (and at which row), or None."""
+    checks = []
+    if flag is not None:
+        checks.append(("a missingness flag other than 0 or 1", (flag != 0) & (flag != 1)))
+    if column.kind in ("categorical", "boolean"):
+        checks.append(("an entry other than 0 or 1", ((block != 0) & (block != 1)).any(1)))
+    if column.kind == "categorical":
+        present = torch.ones(len(block), dtype=torch.bool, device=block.device) \
+            if flag is None else flag == 0
+        checks.append(("a category block that is not one-hot",
+                       present & (block.sum(1) != 1)))
+    for what, bad in checks:
+        if bool(bad.any()):
+            return what, int(bad.nonzero()[0])
+    return None
+
+
+def is_tabular(model: nn.Module) -> bool:
+    """Whether ``model`` models a table (its likelihood is ``mixed``)."""
+    return isinstance(getattr(model, "likelihood", None), Mixed)
+
+
+@torch.no_grad()
+def generate_table(model: nn.Module, n: int, *, sampler: Any = None, seed: int | None = None,
+                   batch_size: int = 1024) -> pd.DataFrame:
+    """``n`` rows drawn from a tabular model: codes from ``sampler`` (default: the model's
+    prior), then each row from p(x | z), decoded to the table's columns, dtypes and labels.
+    ``seed`` fixes the draws without touching the caller's random stream."""
+    import pandas as pd
+
+    from vaebench.evaluation import evaluating
+    from vaebench.samplers import create_sampler
+
+    if not is_tabular(model):
+        raise ValueError(f"the {model.name} model does not model a table (its likelihood is "
+                         f"{model.config.likelihood!r}, not 'mixed')")
+    sampler = sampler or create_sampler("normal", model)
+    codes = sampler.sample(model, n, seed=seed)
+    with evaluating(model, seed=seed):
+        params = torch.cat([sampler.decode(model, part) for part in codes.split(batch_size)])
+        frame = model.likelihood.generated(params)
+    return pd.DataFrame(frame)
+
+
+@torch.no_grad()
+def column_nll(model: nn.Module, data: ArrayData, batch_size: int = 512) -> dict[str, float]:
+    """Mean NLL in nats of each column of ``data`` (and of each missingness flag) under
+    p(x | z) at the posterior mean of z: which columns the model reconstructs worst."""
+    from vaebench.evaluation import evaluating
+
+    if not is_tabular(model):
+        raise ValueError(f"the {model.name} model does not model a table")
+    totals: dict[str, float] = {}
+    with evaluating(model):
+        for x in data.batches(batch_size, device=model.device):
+            params = model.decode(model.encode(x).mean)
+            for name, part in model.likelihood.parts(params, x).items():
+                totals[name] = totals.get(name, 0.0) + float(part.sum())
+    return {name: total / len(data) for name, total in totals.items()}

@@ -1,0 +1,200 @@
+"""The mixed likelihood of a table: each column's term is its torch.distributions
+counterpart in the table's own units, the row's NLL is the sum of the parts, and no term
+depends on the batch."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import distributions as D
+
+from vaebench import VAE
+from vaebench.data import ArrayData, load_table
+from vaebench.tabular_likelihood import Categorical, Mixed, NegativeBinomial, Poisson
+from vaebench.training import Trainer, TrainerConfig
+
+SMALL = {"latent_dim": 3, "encoder_kwargs": {"hidden": [16]}, "decoder_kwargs": {"hidden": [16]}}
+
+
+def _frame(n=40, seed=0):
+    """One column of each kind; ``size`` and ``colour`` have missing values."""
+    rng = np.random.default_rng(seed)
+    size = np.round(rng.normal(50, 12, n), 2)
+    size[::7] = np.nan
+    colour = rng.choice(["red", "green", "blue"], n).astype(object)
+    colour[3::9] = None
+    return pd.DataFrame({
+        "size": size, "colour": colour, "flag": rng.random(n) < 0.3,
+        "visits": rng.poisson(4, n) + np.arange(n) % 20,
+        "day": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), "D"),
+    })
+
+
+def _table_and_params(seed=0):
+    table = load_table(_frame(seed=seed))
+    likelihood = Mixed(table.sample_shape, table.schema).double()
+    with torch.no_grad():
+        for column in likelihood.columns:
+            for parameter in column.parameters():
+                parameter.fill_(0.4)
+    gen = torch.Generator().manual_seed(seed)
+    params = torch.randn(len(table), table.schema.width, generator=gen, dtype=torch.float64)
+    return table, likelihood, params, torch.from_numpy(table.schema.encode(_frame(seed=seed),
+                                                                           np.float64))
+
+
+def _tensor(values) -> torch.Tensor:
+    return torch.from_numpy(np.array(values))
+
+
+def test_column_likelihoods_equal_torch_distributions():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    codes = torch.randint(0, 5, (8,), generator=gen)
+    torch.testing.assert_close(Categorical((5,)).nll(logits, F.one_hot(codes, 5).double()),
+                               -D.Categorical(logits=logits).log_prob(codes))
+    log_mean = torch.randn(8, 1, generator=gen, dtype=torch.float64) + 1
+    counts = torch.poisson(torch.full((8, 1), 3.0, dtype=torch.float64), generator=gen)
+    torch.testing.assert_close(Poisson((1,)).nll(log_mean, counts),
+                               -D.Poisson(log_mean.exp()).log_prob(counts).squeeze(1))
+    nb = NegativeBinomial((1,)).double()
+    with torch.no_grad():
+        nb.log_dispersion.fill_(0.7)
+    r = torch.tensor(0.7, dtype=torch.float64).exp()
+    expected = -D.NegativeBinomial(r, logits=log_mean - r.log()).log_prob(counts).squeeze(1)
+    torch.testing.assert_close(nb.nll(log_mean, counts), expected)
+    torch.testing.assert_close(nb.mean(log_mean), D.NegativeBinomial(
+        r, logits=log_mean - r.log()).mean)
+
+
+def test_each_part_is_the_columns_log_likelihood_in_its_own_units():
+    table, likelihood, params, x = _table_and_params()
+    frame, parts = _frame(), likelihood.parts(params, x)
+    blocks = {str(column.name): (column, block, flag)
+              for column, block, flag in table.schema.blocks()}
+    sigma = likelihood.columns[0].distribution.sigma  # learned, about e^0.4
+
+    column, block, flag = blocks["size"]  # Gaussian density per unit of size, NaN skipped
+    present = _tensor(frame["size"].notna())
+    loc = params[:, block.start] * column.scale + column.center
+    value = _tensor(frame["size"].fillna(0))
+    expected = -D.Normal(loc, sigma * column.scale).log_prob(value)
+    torch.testing.assert_close(parts["size"], torch.where(present, expected, 0.0))
+    torch.testing.assert_close(parts["size:missing"], F.binary_cross_entropy_with_logits(
+        params[:, flag], (~present).double(), reduction="none"))
+
+    column, block, _ = blocks["visits"]  # negative binomial at the count itself
+    counts = _tensor(frame["visits"]).double()
+    log_mean = params[:, block.start] + np.log(column.center)
+    r = torch.tensor(0.4, dtype=torch.float64).exp()
+    torch.testing.assert_close(parts["visits"], -D.NegativeBinomial(
+        r, logits=log_mean - r.log()).log_prob(counts))
+
+    column, block, _ = blocks["colour"]  # a missing category scores only its flag
+    codes = [column.labels.index(v) if isinstance(v, str) else 0 for v in frame["colour"]]
+    expected = -D.Categorical(logits=params[:, block]).log_prob(torch.tensor(codes))
+    present = _tensor(frame["colour"].notna())
+    torch.testing.assert_close(parts["colour"], torch.where(present, expected, 0.0))
+
+    _, block, _ = blocks["flag"]
+    flags = _tensor(frame["flag"]).double()
+    torch.testing.assert_close(parts["flag"], -D.Bernoulli(
+        logits=params[:, block.start]).log_prob(flags))
+    assert set(parts) == {"size", "size:missing", "colour", "colour:missing", "flag",
+                          "visits", "day"}
+
+
+def test_the_nll_is_the_sum_of_its_parts_and_ignores_the_batch():
+    _, likelihood, params, x = _table_and_params()
+    for mode in (True, False):
+        likelihood.train(mode)
+        full = likelihood.nll(params, x)
+        torch.testing.assert_close(full, sum(likelihood.parts(params, x).values()))
+        for part in (slice(0, 1), slice(0, 7), slice(7, 40)):
+            torch.testing.assert_close(likelihood.nll(params[part], x[part]), full[part])
+        order = torch.randperm(len(x))
+        torch.testing.assert_close(likelihood.nll(params[order], x[order]), full[order])
+        _, _, other_params, other_x = _table_and_params(seed=1)
+        padded = likelihood.nll(torch.cat([params, other_params]), torch.cat([x, other_x]))
+        torch.testing.assert_close(padded[:len(x)], full)
+
+
+def test_means_and_draws_decode_to_the_table():
+    table, likelihood, params, _ = _table_and_params()
+    for rows in (likelihood.mean(params), likelihood.sample(params)):
+        assert rows.shape == params.shape
+        frame = table.schema.decode(rows)
+        assert list(frame.columns) == list(_frame().columns)
+        assert set(frame["colour"].dropna()) <= {"red", "green", "blue"}
+    drawn = likelihood.sample(params)
+    likelihood.check_support(ArrayData(drawn.float()))  # a draw is a valid encoded row
+
+
+def test_rows_that_are_not_the_tables_encoding_are_refused():
+    table, likelihood, _, x = _table_and_params()
+    bad = x.clone()
+    _, block, _ = table.schema.blocks()[1]
+    bad[2, block] = 0.5
+    with pytest.raises(ValueError, match="'colour' of row 2"):
+        likelihood.check_support(ArrayData(bad, name="train data"))
+
+
+def test_config_refuses_a_mixed_likelihood_without_its_table():
+    table = load_table(_frame())
+    with pytest.raises(ValidationError, match="likelihood_kwargs"):
+        VAE(input_dim=table.sample_shape, likelihood="mixed")
+    with pytest.raises(ValidationError, match="input_dim must be"):
+        VAE(input_dim=(3,), likelihood="mixed", likelihood_kwargs=table.likelihood_kwargs)
+    with pytest.raises(ValidationError, match="takes no likelihood_kwargs"):
+        VAE(input_dim=(3,), likelihood="gaussian", likelihood_kwargs=table.likelihood_kwargs)
+
+
+def test_the_history_shows_each_columns_nll():
+    table = load_table(_frame(n=60))
+    model = VAE(**table.model_options(), **SMALL)
+    history = Trainer(model, TrainerConfig(epochs=1, batch_size=16, progress=False,
+                                           device="cpu")).fit(table)
+    record = history[0]
+    parts = {key: value for key, value in record.items() if key.startswith("train_nll_")}
+    assert "train_nll_size:missing" in parts and "train_nll_day" in parts
+    assert sum(parts.values()) == pytest.approx(record["train_recon"], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode_specific", [False, True])
+def test_a_numeric_columns_density_integrates_to_at_most_one(mode_specific):
+    """In the column's own units: exactly one when standardized (the Jacobian is right), at
+    most one under TVAE's mode-specific normalization (its mass on mismatched modes is lost)."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(-3, 0.5, 300), rng.normal(4, 1.5, 300)])
+    schema = load_table(pd.DataFrame({"v": values}), mode_specific=mode_specific).schema
+    likelihood = Mixed((schema.width,), schema).double()
+    grid = np.linspace(-40, 40, 80001)
+    rows = torch.from_numpy(schema.encode(pd.DataFrame({"v": grid}), np.float64))
+    params = torch.randn(1, schema.width, generator=torch.Generator().manual_seed(3),
+                         dtype=torch.float64).expand(len(grid), -1)
+    density = torch.exp(-likelihood.nll(params, rows)).detach().numpy()
+    mass = float(np.sum((density[1:] + density[:-1]) / 2 * np.diff(grid)))
+    if mode_specific:
+        assert schema.columns[0].value_width > 2 and 0.3 < mass <= 1 + 1e-6
+    else:
+        assert mass == pytest.approx(1, abs=1e-4)
+
+
+def test_mode_specific_normalization_round_trips_and_scores_each_part():
+    frame = _frame()
+    table = load_table(frame, mode_specific=True)
+    pd.testing.assert_frame_equal(table.to_frame(), frame)
+    column, block, _ = table.schema.blocks()[0]
+    likelihood = Mixed(table.sample_shape, table.schema).double()
+    x = torch.from_numpy(table.schema.encode(frame, np.float64))
+    params = torch.randn(len(x), table.schema.width, dtype=torch.float64)
+    mode = x[:, block][:, 1:].argmax(1)
+    alpha_sigma = likelihood.columns[0].distribution.alpha.sigma
+    expected = (-D.Categorical(logits=params[:, block][:, 1:]).log_prob(mode)
+                - D.Normal(params[:, block.start], alpha_sigma).log_prob(x[:, block.start])
+                + torch.log(4 * torch.tensor(column.mode_stds, dtype=torch.float64)[mode]))
+    present = x[:, block][:, 1:].sum(1) == 1
+    torch.testing.assert_close(likelihood.parts(params, x)["size"],
+                               torch.where(present, expected, 0.0))
