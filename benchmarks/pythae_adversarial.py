@@ -32,7 +32,6 @@ The full comparison (a few hours on one CPU thread; add ``--device cuda`` on a G
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import sys
 import time
@@ -46,10 +45,10 @@ from vaebench.metrics import ClassifierFeatures, reconstruction_mse, sample_qual
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pythae_runs import (  # noqa: E402
+    compare_all,
     prepare_timing,
     run_pythae_pipeline,
     side_by_side_parser,
-    write_results,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,13 +217,8 @@ def main() -> None:
     x_test, _ = load_dataset("mnist", "test")
     x_train = x_train[:args.train_size] if args.train_size else x_train
     features = ClassifierFeatures.for_dataset("mnist")
-    rows = []
-    for key in [part.strip() for part in args.models.split(",")]:
-        rows.append(compare(key, (x_train, x_test), features, args))
-        print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, args, len(x_train))
-    print(table)
-    write_results(args.out, vars(args), rows, table)
+    compare_all(args, lambda key: compare(key, (x_train, x_test), features, args),
+                lambda rows: markdown(rows, args, len(x_train)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from vaebench import from_pythae, load_model, save_model
 from vaebench.data import as_data, load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pythae_runs import write_results  # noqa: E402
+from pythae_runs import compare_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENT = 16
@@ -226,14 +225,11 @@ def main() -> None:
     x_train, _ = load_dataset("mnist5k", "train")
     x_test, _ = load_dataset("mnist5k", "test")
     x_train, x_test = x_train[:64 * args.steps], x_test[:args.test_images]
-    rows = []
-    for label in [part.strip() for part in args.models.split(",")]:
+    def compare_in_a_folder(label: str) -> dict:
         with tempfile.TemporaryDirectory() as folder:
-            rows.append(compare(label, CASES[label], x_train, x_test, args.steps, Path(folder)))
-        print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, args)
-    print(table)
-    write_results(args.out, vars(args), rows, table)
+            return compare(label, CASES[label], x_train, x_test, args.steps, Path(folder))
+
+    compare_all(args, compare_in_a_folder, lambda rows: markdown(rows, args))
 
 
 if __name__ == "__main__":

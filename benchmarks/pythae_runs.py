@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ def write_results(out: str | Path, settings: dict[str, Any], rows: list[dict],
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows},
                                                    indent=2) + "\n")
     out.with_suffix(".md").write_text(table)
+
+
+def compare_all(args: argparse.Namespace, compare: Callable[[str], dict],
+                markdown: Callable[[list[dict]], str]) -> None:
+    """``compare(key)`` for each of ``args.models`` (printed as it ends), then the table of
+    the rows printed and written to ``args.out``."""
+    rows = []
+    for key in [part.strip() for part in args.models.split(",")]:
+        rows.append(compare(key))
+        print(json.dumps(rows[-1]), flush=True)
+    table = markdown(rows)
+    print(table)
+    write_results(args.out, vars(args), rows, table)
 
 
 def side_by_side_parser(description: str, models: list[str], epochs: int,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import platform
 import sys
 import time
@@ -47,10 +46,10 @@ from vaebench.metrics import log_likelihood
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pythae_runs import (  # noqa: E402
+    compare_all,
     prepare_timing,
     run_pythae_pipeline,
     side_by_side_parser,
-    write_results,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,13 +249,8 @@ def main() -> None:
     x_train, x_test = binarized_mnist()
     if args.train_size:
         x_train = x_train[:args.train_size]
-    rows = []
-    for key in [part.strip() for part in args.models.split(",")]:
-        rows.append(compare(MODELS[key], (x_train, x_test), args))
-        print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, args)
-    print(table)
-    write_results(args.out, vars(args), rows, table)
+    compare_all(args, lambda key: compare(MODELS[key], (x_train, x_test), args),
+                lambda rows: markdown(rows, args))
 
 
 if __name__ == "__main__":

@@ -313,7 +313,8 @@ def changed_fields(model: nn.Module) -> Iterator[tuple[str, Any]]:
     """Config fields without a flag of their own that differ from their default."""
     config = model.config.to_dict()
     for name, field in type(model.config).model_fields.items():
-        if name in _CONFIG_FLAGS or name == "input_dim":
+        # the table's schema comes from the data itself (--dataset)
+        if name in _CONFIG_FLAGS or name in ("input_dim", "likelihood_kwargs"):
             continue
         if field.is_required() or config[name] != to_jsonable_python(
                 field.get_default(call_default_factory=True)):

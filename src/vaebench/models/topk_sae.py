@@ -219,7 +219,8 @@ class TopKSAE(Autoencoder):
 
     def epoch_metrics(self) -> dict[str, float]:
         """``dead_latents``: latents that fired on no training sample since the epoch began."""
-        return {"dead_latents": float((~self.fired_this_epoch).sum())}
+        return {**super().epoch_metrics(),
+                "dead_latents": float((~self.fired_this_epoch).sum())}
 
     # --- training -------------------------------------------------------------------------
     def training_step(self, x: torch.Tensor, update: Callable[..., None],

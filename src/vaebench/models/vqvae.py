@@ -271,7 +271,7 @@ class QuantizedAutoencoder(Autoencoder):
 
     def epoch_metrics(self) -> dict[str, float]:
         """Codebook usage (fraction of codes selected) and perplexity over the epoch."""
-        return self.quantizer.usage_metrics()
+        return {**super().epoch_metrics(), **self.quantizer.usage_metrics()}
 
     # --- codes ----------------------------------------------------------------------------
     @torch.no_grad()
