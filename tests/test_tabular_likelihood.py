@@ -198,3 +198,25 @@ def test_mode_specific_normalization_round_trips_and_scores_each_part():
     present = x[:, block][:, 1:].sum(1) == 1
     torch.testing.assert_close(likelihood.parts(params, x)["size"],
                                torch.where(present, expected, 0.0))
+
+
+def _start_scales(frame, **options):
+    table = load_table(frame, **options)
+    return VAE(**table.model_options(), **SMALL).likelihood.columns
+
+
+def test_scales_start_at_the_columns_marginal_spread():
+    """A count's dispersion starts at its mean and variance's, mean^2 / (var - mean) (or
+    1e4 where the variance is below the mean); a mode-specific alpha's sigma at 1/4, the
+    std of alpha within its mode (plus the soft floor of learned sigmas, 1e-3)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"proline": rng.poisson(rng.gamma(6, 120, 500)),
+                          "x": np.linspace(0.5, 9.5, 500)})
+    counts, numeric = _start_scales(frame, mode_specific=True)
+    mean, var = frame["proline"].mean(), frame["proline"].var(ddof=0)
+    assert counts.distribution.log_dispersion.exp().item() == pytest.approx(
+        mean**2 / (var - mean), rel=1e-5)
+    assert numeric.distribution.alpha.sigma.item() == pytest.approx(0.25, abs=2e-3)
+    narrow = pd.DataFrame({"k": np.arange(40) % 3 + 20, "x": np.linspace(0.5, 1.5, 40)})
+    counts, _ = _start_scales(narrow, kinds={"k": "count"})
+    assert counts.distribution.log_dispersion.exp().item() == pytest.approx(1e4)

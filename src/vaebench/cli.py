@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from vaebench import __version__
-from vaebench.benchmark.config import EXECUTORS
+from vaebench.benchmark.config import EXECUTORS, dataset_key
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.data.table_datasets import TABLES
 from vaebench.data.tables import TableData, table_likelihood
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace a run already in --output (else refused)")
     _add_trust_flag(train)
+    _add_log_flags(train)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     _add_sample_parser(commands)
@@ -181,7 +182,8 @@ def _add_evaluate_parser(commands: Any) -> None:
         "evaluate", help="evaluate a saved model and write a metrics JSON",
         description="Evaluate a saved model on the test split of its data: loss terms, "
                     "reconstruction errors, ELBO and importance-sampled log p(x), and FID / "
-                    "precision / recall per sampler.",
+                    "precision / recall per sampler (for a table: the synthetic-table scores "
+                    "of docs/tabular.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_model_folder_flags(evaluate)
     evaluate.add_argument("--output", default=None,
@@ -192,11 +194,15 @@ def _add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--samplers", default=None,
                           help="comma-separated samplers to score (default: the model's own)")
     evaluate.add_argument("--n-samples", type=int, default=1000,
-                          help="generated samples per sampler for FID / precision / recall")
+                          help="generated samples (or table rows) per sampler for FID / precision "
+                               "/ recall (or the synthetic-table scores)")
     evaluate.add_argument("--features", default="classifier", choices=("classifier", "inception"),
                           help="feature network of FID / precision / recall")
     evaluate.add_argument("--no-sample-quality", action="store_true",
-                          help="skip FID / precision / recall")
+                          help="skip FID / precision / recall (tables: the synthetic-table "
+                               "scores)")
+    evaluate.add_argument("--target", default=None,
+                          help="tables: the column whose prediction scores the ML efficacy")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -231,6 +237,15 @@ def _add_convert_pythae_parser(commands: Any) -> None:
     convert.add_argument("output", metavar="OUT",
                          help="the vaebench model folder to write (a model saved there is "
                               "replaced)")
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", default=None, metavar="NAMES",
+                        help="experiment trackers, comma-separated: tensorboard, mlflow, "
+                             "wandb (files under --output; docs/tracking.md)")
+    parser.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="the MLflow store of --log mlflow (default: a local SQLite "
+                             "store in OUTPUT/mlruns)")
 
 
 def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
@@ -333,6 +348,7 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--report-only", action="store_true",
                        help="only regenerate the report, tables and figures from --output")
     _add_trust_flag(bench)
+    _add_log_flags(bench)
 
 
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
@@ -356,6 +372,19 @@ def _training_data_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from vaebench.integrations.trackers import TrackedRun, create_trackers, finishing
+
+    output, dataset = Path(args.output), dataset_key(args.dataset)
+    run = TrackedRun(output, f"{args.model}-{dataset}-seed{args.seed}",
+                     tags={"model": args.model, "dataset": dataset, "seed": str(args.seed)},
+                     tracking_uri=args.tracking_uri)
+    trackers = create_trackers(args.log, run, close_at_run_end=False)
+    with finishing(trackers, output):
+        return _train_and_report(args, trackers)
+
+
+def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
+    """``vaebench train`` with ``trackers`` as the trainer's callbacks."""
     from vaebench import viz
     from vaebench.samplers import save_sampler
     from vaebench.saved_model import fitted_sampler
@@ -380,7 +409,7 @@ def train_command(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, output_dir=str(output),
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
         overwrite=args.overwrite, keep_best=args.keep == "best", precision=args.precision,
-        compile=args.compile, channels_last=args.channels_last))
+        compile=args.compile, channels_last=args.channels_last), callbacks=trackers)
     start = time.perf_counter()
     history = trainer.fit(train, test, resume_from=resume_from)
     seconds = time.perf_counter() - start
@@ -400,6 +429,8 @@ def train_command(args: argparse.Namespace) -> int:
                    sampler=sampler_fit, device=str(trainer.device),
                    torch_threads=torch.get_num_threads())
     write_json(output / "metrics.json", metrics)
+    for tracker in trackers:
+        tracker.log_summary(metrics)
     viz.save_loss_curve(history, output / "loss_curve.png")
     if viz.is_image_shape(train.sample_shape):
         x = test.take(slice(0, min(32, len(test)))).to(model.device)  # class-balanced order
@@ -513,14 +544,20 @@ def sample_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     from vaebench.data import load_train_test
     from vaebench.metrics import feature_network
-    from vaebench.saved_model import evaluate_model, ready_sampler, training_record
+    from vaebench.saved_model import (
+        evaluate_model,
+        ready_sampler,
+        table_quality_report,
+        training_record,
+    )
 
     model, folder, writable = _load_saved(args)
     record = training_record(folder, args.dataset, args.data_root)
-    _, test = load_train_test(**record)
+    train, test = load_train_test(**record)
     names = [n.strip() for n in (args.samplers or model.default_sampler).split(",") if n.strip()]
+    table = is_tabular(model)
     features = None
-    if not args.no_sample_quality:
+    if not args.no_sample_quality and not table:
         features = feature_network(args.features, record["dataset"], test.sample_shape,
                                    model.device)
     samplers = {name: ready_sampler(folder, model, name, dataset=args.dataset,
@@ -529,6 +566,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     report = evaluate_model(model, test, samplers, k=args.k, features=features,
                             n_samples=args.n_samples, seed=args.seed,
                             progress=not args.no_progress)
+    if table and not args.no_sample_quality:
+        report["table_quality"] = table_quality_report(
+            model, train, test, samplers, n_samples=args.n_samples, target=args.target,
+            seed=args.seed)
     output = Path(args.output or (folder if writable else Path()) / "evaluation.json")
     write_json(output, report)
     print(f"metrics of {model.name} on {len(test)} test samples written to {output}")
@@ -607,7 +648,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
              "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,
              "device": args.device, "output": args.output, "progress": args.progress,
              "executor": args.executor, "address": args.address, "jobs": args.jobs,
-             "cpus_per_run": args.cpus_per_run}
+             "cpus_per_run": args.cpus_per_run, "log": args.log,
+             "tracking_uri": args.tracking_uri}
     config = BenchmarkConfig(**merge_options(file_values, flags))
     try:
         results = run_benchmark(config, retry_failed=args.retry_failed,

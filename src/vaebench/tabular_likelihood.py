@@ -77,13 +77,15 @@ class NegativeBinomial(Likelihood):
     dimension (variance mu + mu^2 / r; r -> infinity is the Poisson):
 
     log p(k) = lgamma(k + r) - lgamma(r) - log k! + r log(r / (r + mu)) + k log(mu / (r + mu)).
+
+    r starts at ``dispersion`` (a column's starts at its marginal's, :func:`_moment_dispersion`).
     """
 
     name = "negative_binomial"
 
-    def __init__(self, input_dim: tuple[int, ...]):
+    def __init__(self, input_dim: tuple[int, ...], dispersion: float = 1.0):
         super().__init__(input_dim)
-        self.log_dispersion = nn.Parameter(torch.zeros(self.input_dim))  # r = 1 at first
+        self.log_dispersion = nn.Parameter(torch.full(self.input_dim, math.log(dispersion)))
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         log_r = self.log_dispersion
@@ -117,6 +119,9 @@ class ModeSpecific(Likelihood):
     def __init__(self, mode_stds: list[float]):
         super().__init__((1 + len(mode_stds),))
         self.alpha = Gaussian((1,), sigma="learned")
+        # alpha = (x - mean_k) / (4 std_k) has std 1/4 within its mode: sigma starts there,
+        # as a standardized column's starts at its std, 1.
+        nn.init.constant_(self.alpha.log_scale_param, -math.log(4))
         self.mode = Categorical((len(mode_stds),))
         self.register_buffer("log_widths", torch.tensor(mode_stds).mul(4).log(),
                              persistent=False)
@@ -134,8 +139,7 @@ class ModeSpecific(Likelihood):
                          dim=1)
 
 
-_DISTRIBUTIONS = {"categorical": Categorical, "poisson": Poisson,
-                  "negative_binomial": NegativeBinomial, "bernoulli": Bernoulli}
+_DISTRIBUTIONS = {"categorical": Categorical, "poisson": Poisson, "bernoulli": Bernoulli}
 
 
 class ColumnLikelihood(nn.Module):
@@ -176,7 +180,26 @@ def _distribution(column: Column) -> Likelihood:
         return ModeSpecific(column.mode_stds)
     if column.likelihood == "gaussian":
         return Gaussian((1,), sigma="learned")
+    if column.likelihood == "negative_binomial":
+        return NegativeBinomial((1,), _moment_dispersion(column))
     return _DISTRIBUTIONS[column.likelihood]((column.value_width,))
+
+
+#: The dispersion of a count column whose variance does not exceed its mean (a Poisson's
+#: would be infinite).
+MAX_START_DISPERSION = 1e4
+
+
+def _moment_dispersion(column: Column) -> float:
+    """The dispersion r of the negative binomial with the column's mean and variance,
+    mean^2 / (variance - mean): where p(x | z) starts, like a standardized column's sigma
+    at its std (r = 1 would start with a variance of mean + mean^2, for a mean count of 700
+    draws 2.4 times as spread as the data, which Adam's steps of about 1e-3 in log r take
+    thousands of steps to undo)."""
+    excess = column.scale**2 - column.center
+    if excess <= 0:
+        return MAX_START_DISPERSION
+    return min(column.center**2 / excess, MAX_START_DISPERSION)
 
 
 @_register

@@ -98,6 +98,10 @@ class BenchmarkConfig(LikelihoodOptions):
     cpus_per_run: int | None = Field(None, gt=0, description=(
         "CPUs (torch threads) of each run; None: the process's threads when runs go one "
         "after another, the CPUs shared among the jobs, 1 per Ray task"))
+    log: list[str] = Field(default_factory=list, description="experiment trackers of every "
+                           "run: tensorboard, mlflow, wandb (docs/tracking.md)")
+    tracking_uri: str | None = Field(None, description="the MLflow store; None: a local "
+                                                       "SQLite store in OUTPUT/mlruns")
 
     # --- validation ---------------------------------------------------------------------
     @field_validator("models", "datasets", "metrics", "samplers", mode="before")
@@ -133,6 +137,13 @@ class BenchmarkConfig(LikelihoodOptions):
         if len(set(keys)) != len(keys):
             raise ValueError(f"datasets {value} share a name ({keys}): rename a folder or file")
         return value
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str]:
+        from vaebench.integrations.trackers import tracker_names
+
+        return tracker_names(value)
 
     @field_validator("seeds")
     @classmethod
@@ -266,7 +277,7 @@ class BenchmarkConfig(LikelihoodOptions):
         everything = self.to_dict()
         skip = {"models", "datasets", "seeds", "model_options", "output", "device",
                 "progress", "data_root", "skip_bad_images", "executor", "address", "jobs",
-                "cpus_per_run"}
+                "cpus_per_run", "log", "tracking_uri"}
         out = {"dataset": dataset, "model": model, "seed": seed,
                "model_options": everything["model_options"].get(model, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})

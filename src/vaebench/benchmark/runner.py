@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,10 @@ def run_benchmark(config: BenchmarkConfig, *, retry_failed: bool = False,
 
     with trusting_code(trust_code):
         check_networks(config)
+        if config.log:
+            from vaebench.integrations.trackers import prepare_tracking
+
+            prepare_tracking(config.log, tracked_run(config))
         return _run_all(config, retry_failed, stream, report)
 
 
@@ -481,11 +486,12 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
         "config": _jsonable(config.run_config(run.dataset, run.model, run.seed)),
         "hardware": None, "vaebench_version": vaebench.__version__,
     }
-    model = None
+    model, trackers = None, []
     try:
+        trackers = _run_trackers(config, run)
         train, test = context.data(run.dataset)
         result.update(n_train=len(train), n_test=len(test))
-        model, samplers, trainer = _train(config, run, train, test, folder, result)
+        model, samplers, trainer = _train(config, run, train, test, folder, result, trackers)
         result["hardware"] = hardware(trainer.device)
         result["status"] = "ok"
     except Exception as err:
@@ -507,11 +513,44 @@ def run_one(config: BenchmarkConfig, run: Run, context: _Context | None = None
     result["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     result = _jsonable(result)
     write_json(folder / RESULT_FILE, result)
+    _finish_tracking(trackers, folder, result)
     return result
 
 
+def tracked_run(config: BenchmarkConfig, run: Run | None = None) -> Any:
+    """The :class:`~vaebench.integrations.trackers.TrackedRun` of one run of the benchmark
+    (``run`` None: of the benchmark itself), grouped under the benchmark folder's name."""
+    from vaebench.integrations.trackers import TrackedRun
+
+    group = Path(config.output).resolve().name
+    if run is None:
+        return TrackedRun(Path(config.output), group, group, tracking_uri=config.tracking_uri)
+    tags = {"benchmark": group, "model": run.model, "dataset": run.key, "seed": str(run.seed)}
+    return TrackedRun(Path(config.output), f"{run.model}-{run.key}-seed{run.seed}", group,
+                      tags, config.tracking_uri)
+
+
+def _run_trackers(config: BenchmarkConfig, run: Run) -> list[Any]:
+    """The trackers of ``config.log`` for ``run``, closed by :func:`_finish_tracking`."""
+    from vaebench.integrations.trackers import create_trackers
+
+    return create_trackers(config.log, tracked_run(config, run), close_at_run_end=False)
+
+
+def _finish_tracking(trackers: list[Any], folder: Path, result: dict[str, Any]) -> None:
+    """Log the run's figures and files and end its tracked runs; a tracker that fails here
+    is a warning, the run's result being written already."""
+    for tracker in trackers:
+        try:
+            tracker.log_summary(result["metrics"])
+            tracker.close(folder, failed=result["status"] != "ok")
+        except Exception as err:
+            warnings.warn(f"the {tracker.name} run of {folder} could not be finished: "
+                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+
+
 def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
-           result: dict[str, Any]):
+           result: dict[str, Any], trackers: list[Any] | None = None):
     """Train the run's model, fit its samplers (see :func:`run_samplers`), save them all."""
     from vaebench.likelihoods import AUTO, likelihood_for_data
     from vaebench.models import create_model
@@ -532,7 +571,7 @@ def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
     model = create_model(run.model, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        seed=run.seed, device=config.device, progress=config.progress))
+        seed=run.seed, device=config.device, progress=config.progress), callbacks=trackers)
     start = time.perf_counter()
     history = trainer.fit(train, test)
     result["train_seconds"] = time.perf_counter() - start

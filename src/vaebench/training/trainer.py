@@ -25,6 +25,7 @@ from vaebench.serialization import (
     write_json,
     write_model_files,
 )
+from vaebench.training.callbacks import Callback, as_callback
 from vaebench.training.config import TrainerConfig
 from vaebench.training.distributed import DataParallel, data_parallel, process_device
 from vaebench.training.fast_paths import FastPaths
@@ -91,13 +92,20 @@ class TrainingDiverged(FloatingPointError):
 
 
 class Trainer:
-    """Train ``model`` with :class:`TrainerConfig`; :meth:`fit` returns the history."""
+    """Train ``model`` with :class:`TrainerConfig`; :meth:`fit` returns the history.
+
+    ``callbacks``: :class:`~vaebench.training.callbacks.Callback` objects, or plain functions
+    called with each epoch's record. During :meth:`fit`, ``train_data`` and ``eval_data``
+    hold the data it trains and evaluates on.
+    """
 
     def __init__(self, model: Autoencoder, config: TrainerConfig | None = None,
-                 callbacks: list[Callable[[dict[str, Any]], None]] | None = None):
+                 callbacks: list[Callback | Callable[[dict[str, Any]], Any]] | None = None):
         self.model = model
         self.config = config or TrainerConfig()
-        self.callbacks = list(callbacks or [])
+        self.callbacks = [as_callback(callback) for callback in callbacks or []]
+        self.train_data: ArrayData | None = None
+        self.eval_data: ArrayData | None = None
         self.device = process_device(resolve_device(self.config.device))
         self._parallel = DataParallel(device=self.device)
         self.fast_paths = FastPaths(self.config, self.device)  # refuses a slow precision
@@ -175,6 +183,7 @@ class Trainer:
         model = self.model.to(self.device)
         train = train.to(self.device)
         evaluation = evaluation.to(self.device) if evaluation is not None else None
+        self.train_data, self.eval_data = train, evaluation
         model.prepare(train)
         global_batch = self._parallel.global_batch(cfg.batch_size)
         steps = train.num_batches(global_batch, cfg.drop_last)
@@ -189,6 +198,7 @@ class Trainer:
         if resume_from is not None:
             first_epoch = self._resume(Path(resume_from), optimizers, schedulers, shuffle) + 1
         self._parallel.broadcast_state(model)
+        self._notify("on_run_start")
         bar = tqdm(total=(cfg.epochs - first_epoch + 1) * steps,
                    disable=not cfg.progress or not self._parallel.is_main,
                    desc=model.name, unit="step", dynamic_ncols=True, mininterval=0.5)
@@ -203,14 +213,15 @@ class Trainer:
                 self.history.append(record)
                 if evaluation is not None and record["eval_loss"] < self.best_eval_loss:
                     self._new_best(epoch, record["eval_loss"])
-                for callback in self.callbacks:
-                    callback(record)
+                self._notify("on_epoch_end", record)
                 if self.output_dir is not None:
                     if self._parallel.is_main:
                         write_json(self.output_dir / "history.json", self.history)
                     if epoch == cfg.epochs or (cfg.checkpoint_every
                                                and epoch % cfg.checkpoint_every == 0):
-                        self._checkpoint(epoch, optimizers, schedulers, shuffle)
+                        written = self._checkpoint(epoch, optimizers, schedulers, shuffle)
+                        if written is not None:  # rank 0 wrote it
+                            self._notify("on_checkpoint", written)
         except TrainingDiverged:
             self._restore_best()
             raise
@@ -220,7 +231,14 @@ class Trainer:
         self._restore_best()
         if self.output_dir is not None and self._parallel.is_main:  # the returned weights
             save_model(model, self.output_dir / "model")
+        self._notify("on_run_end", self.history)
         return self.history
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Call ``event`` of every callback (those for rank 0 only in rank 0)."""
+        for callback in self.callbacks:
+            if self._parallel.is_main or not callback.main_process_only:
+                getattr(callback, event)(self, *args)
 
     def _checked_data(self, train_data: Any, eval_data: Any):
         """Train and eval data as :class:`ArrayData`, checked against the model: shape,
@@ -376,12 +394,13 @@ class Trainer:
         restored = " and restored into the model" if self.config.keep_best else ""
         return f"The best model so far (epoch {self.best_epoch}) {where}{restored}."
 
-    def _checkpoint(self, epoch, optimizers, schedulers, shuffle) -> None:
-        """Write a resumable checkpoint folder as a whole (atomically); data-parallel, rank 0
-        writes it, with the random state of every process."""
+    def _checkpoint(self, epoch, optimizers, schedulers, shuffle) -> Path | None:
+        """Write a resumable checkpoint folder as a whole (atomically) and return it;
+        data-parallel, rank 0 writes it, with the random state of every process (the
+        others return None)."""
         rank_rngs = self._parallel.rng_states()
         if not self._parallel.is_main:
-            return
+            return None
         target = self.output_dir / "checkpoints" / f"epoch_{epoch:04d}"
         with replacing_folder(target, owns=_is_checkpoint_file) as folder:
             write_model_files(self.model, folder)
@@ -405,6 +424,7 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "grad_scaler": self.fast_paths.state_dict(),
             })
+        return target
 
     def _resume(self, folder: Path, optimizers, schedulers, shuffle) -> int:
         state = read_checkpoint_state(folder)

@@ -1,0 +1,280 @@
+"""Synthetic tables from vaebench's VAE and ctgan's TVAE side by side (issue 18), in one
+script run.
+
+The protocol: the bundled tables wine, breast_cancer, diabetes and synthetic_mixed, each
+split 90 / 10 by ``vaebench.data.load_train_test`` (the split of ``vaebench train``) for
+each seed; TVAE's default networks and training (Xu et al. 2019; ctgan's ``TVAE``:
+encoder 128-128, decoder 128-128, latent 128, Adam 1e-3 with L2 1e-5, batch 500,
+loss_factor 2) and vaebench's VAE with the same MLP widths, latent size, optimizer, batch
+and number of epochs, its ``mixed`` likelihood (``vae``) or the same with TVAE's
+mode-specific normalization of numbers (``vae_modes``). Each model generates as many rows as
+the training split holds, scored by the same ``vaebench.metrics.tabular.table_quality``
+against the training rows (shapes, pair trends, distance to the closest record) and the
+held-out rows (ML efficacy of the table's target, the distance's reference). vaebench also
+reports its held-out ELBO and importance-sampled log p(x) (nats per row), which TVAE does
+not have.
+
+TVAE is given what it can take, as SDV would give it: dates as numbers (in the column's
+unit), and each number with missing values filled with its mean plus a discrete
+``<name>.is_null`` column (ctgan fails to sample after training on missing numbers,
+sdv-dev/CTGAN#413); its rows are mapped back (missing where ``is_null``, dates) and rounded
+like the data (the table's decimals, whole counts) by the same schema round trip as
+vaebench's.
+
+ctgan runs in its own environment, with vaebench installed beside it::
+
+    python3 -m venv /work/tvae-venv
+    /work/tvae-venv/bin/pip install torch==2.13.0
+    /work/tvae-venv/bin/pip install ctgan sdmetrics && /work/tvae-venv/bin/pip install -e .
+    /work/tvae-venv/bin/python benchmarks/tabular_tvae.py     # TVAE's 300 epochs, 3 seeds
+    /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 --repeats 1 \
+        --tables wine,breast_cancer,diabetes --out docs/figures/tabular_tvae_1000
+
+about 5 and 2.5 minutes on one thread (``--threads``, printed) of a 2-core machine. The
+tables are in docs/tabular.md, "Side by side with TVAE".
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vaebench import Trainer, TrainerConfig, create_model
+from vaebench.data import load_train_test
+from vaebench.data.tables import TIME_UNITS, TableData, TableSchema, infer_schema, load_table
+from vaebench.metrics import likelihood_report
+from vaebench.metrics.tabular import NUMERIC_KINDS, table_quality
+from vaebench.tabular_likelihood import generate_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pythae_runs import prepare_timing, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Each table and the column its ML efficacy predicts.
+TABLE_TARGETS = {"wine": "target", "breast_cancer": "target", "diabetes": "target",
+                 "synthetic_mixed": "plan"}
+#: TVAE's defaults, shared by both libraries.
+WIDTHS, LATENT, BATCH, L2, LEARNING_RATE, LOSS_FACTOR = [128, 128], 128, 500, 1e-5, 1e-3, 2
+#: vaebench's models: (model, its options, TVAE's mode-specific normalization of numbers).
+#: TVAE's loss is loss_factor x reconstruction + KL, the objective of a beta-VAE with
+#: beta = 1 / loss_factor.
+VAEBENCH_MODELS = {"vae": ("vae", {}, False),
+                   "vae_beta0.5": ("beta_vae", {"beta": 1 / LOSS_FACTOR}, False),
+                   "vae_modes": ("vae", {}, True)}
+MODELS = ["tvae", *VAEBENCH_MODELS]
+EPOCH = pd.Timestamp(0)
+
+
+# --- TVAE ----------------------------------------------------------------------------------
+
+def run_tvae(real: pd.DataFrame, schema: TableSchema, epochs: int,
+             seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """ctgan's TVAE with its defaults trained on ``real``; as many rows as ``real`` holds."""
+    from ctgan import TVAE
+
+    model = TVAE(embedding_dim=LATENT, compress_dims=WIDTHS, decompress_dims=WIDTHS,
+                 l2scale=L2, batch_size=BATCH, epochs=epochs, loss_factor=LOSS_FACTOR,
+                 enable_gpu=False)
+    model.set_random_state(seed)
+    start = time.perf_counter()
+    model.fit(_tvae_input(real, schema), discrete_columns=_tvae_discrete(schema))
+    seconds = time.perf_counter() - start
+    synthetic = _from_tvae(model.sample(len(real)), schema)
+    return synthetic, {"train_seconds": seconds}
+
+
+def _tvae_input(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+    """``frame`` as TVAE takes it: dates as numbers, a number's missing values filled with
+    its mean and marked in a discrete ``.is_null`` column."""
+    columns = {}
+    for column in schema.columns:
+        values = frame[column.name]
+        if column.kind == "datetime":
+            values = (pd.to_datetime(values) - EPOCH) / pd.Timedelta(TIME_UNITS[column.unit])
+        if column.kind in NUMERIC_KINDS and column.missing:
+            values = values.astype(float)
+            columns[f"{column.name}.is_null"] = values.isna()
+            values = values.fillna(values.mean())
+        columns[column.name] = values
+    return pd.DataFrame(columns)
+
+
+def _tvae_discrete(schema: TableSchema) -> list[str]:
+    discrete = []
+    for column in schema.columns:
+        if column.kind not in NUMERIC_KINDS:
+            discrete.append(column.name)
+        elif column.missing:
+            discrete.append(f"{column.name}.is_null")
+    return discrete
+
+
+def _from_tvae(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+    """TVAE's rows mapped back to the table (missing values, dates), then rounded like the
+    data by the schema's round trip."""
+    columns = {}
+    for column in schema.columns:
+        values = frame[column.name]
+        if column.kind in NUMERIC_KINDS and column.missing:
+            values = values.astype(float).where(~frame[f"{column.name}.is_null"].astype(bool))
+        if column.kind == "datetime":
+            values = EPOCH + pd.to_timedelta(np.round(values.astype(float)) * TIME_UNITS[
+                column.unit], unit="ns")
+        columns[column.name] = values
+    return schema.decode(schema.encode(pd.DataFrame(columns)))
+
+
+# --- vaebench ------------------------------------------------------------------------------
+
+def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, seed: int,
+                 k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The vaebench model ``name`` (of :data:`VAEBENCH_MODELS`) with TVAE's widths and
+    training; its rows and held-out likelihood."""
+    model_name, options, _ = VAEBENCH_MODELS[name]
+    torch.manual_seed(seed)
+    model = create_model(model_name, **train.model_options(), latent_dim=LATENT,
+                         encoder_kwargs={"hidden": WIDTHS}, decoder_kwargs={"hidden": WIDTHS},
+                         **options)
+    config = TrainerConfig(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
+                           optimizer_kwargs={"weight_decay": L2}, seed=seed, device="cpu",
+                           progress=False)
+    start = time.perf_counter()
+    Trainer(model, config).fit(train)
+    seconds = time.perf_counter() - start
+    likelihood = likelihood_report(model, test, k=k, seed=seed)
+    return generate_table(model, len(train), seed=seed), {
+        "train_seconds": seconds, "test_elbo": likelihood["elbo"],
+        "test_log_likelihood": likelihood["log_likelihood"], "k": k}
+
+
+def _with_modes(train: TableData, test: TableData) -> tuple[TableData, TableData]:
+    """The same rows encoded with TVAE's mode-specific normalization of numbers (the schema
+    inferred, as for ``vae``, from the whole table)."""
+    real, holdout = train.to_frame(), test.to_frame()
+    schema = infer_schema(pd.concat([real, holdout], ignore_index=True), mode_specific=True)
+    return (load_table(real, schema=schema, name="train data"),
+            load_table(holdout, schema=schema, name="test data"))
+
+
+# --- one table, one seed -------------------------------------------------------------------
+
+def run_table(name: str, models: list[str], epochs: int, seed: int, k: int) -> list[dict]:
+    """Every model of ``models`` on the table ``name`` split by ``seed``: one row each."""
+    train, test = load_train_test(name, seed=seed)
+    real, holdout = train.to_frame(), test.to_frame()
+    rows = []
+    for model in models:
+        if model == "tvae":
+            synthetic, figures = run_tvae(real, train.schema, epochs, seed)
+        else:
+            data = _with_modes(train, test) if VAEBENCH_MODELS[model][2] else (train, test)
+            synthetic, figures = run_vaebench(model, *data, epochs, seed, k)
+        quality = table_quality(real, synthetic, train.schema, TABLE_TARGETS[name],
+                                holdout=holdout, seed=seed)
+        rows.append({"table": name, "model": model, "seed": seed, **figures,
+                     **_headline(quality), "quality": quality})
+        print(f"{name:16s} {model:10s} seed {seed}: " + ", ".join(
+            f"{key} {value:.3f}" for key, value in _headline(quality).items()), flush=True)
+    return rows
+
+
+def _headline(quality: dict[str, Any]) -> dict[str, float]:
+    """The figures of the table in docs/tabular.md."""
+    efficacy, privacy = quality["ml_efficacy"], quality["privacy"]
+    score = "r2" if efficacy["task"] == "regression" else "f1"
+    return {"column_shapes": quality["column_shapes"]["mean"],
+            "column_pair_trends": quality["column_pair_trends"]["mean"],
+            "ml_synthetic": efficacy["synthetic"][score], "ml_real": efficacy["real"][score],
+            "dcr_median": privacy["synthetic"]["median"],
+            "dcr_holdout_median": privacy["holdout"]["median"],
+            "copies": privacy["synthetic"]["copies"]}
+
+
+# --- the table -----------------------------------------------------------------------------
+
+COLUMNS = [("column_shapes", "shapes"), ("column_pair_trends", "pair trends"),
+           ("ml_synthetic", "ML: synthetic"), ("ml_real", "ML: real"),
+           ("dcr_median", "DCR"), ("dcr_holdout_median", "DCR: held-out"),
+           ("copies", "copies"), ("test_log_likelihood", "log p(x)"),
+           ("test_elbo", "ELBO"), ("train_seconds", "train s")]
+
+
+def markdown_table(rows: list[dict], settings: dict[str, Any]) -> str:
+    """Means over the seeds (± their standard deviation with several seeds)."""
+    lines = ["| table | model | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "| --- | --- |" + " ---: |" * len(COLUMNS)]
+    for table in dict.fromkeys(row["table"] for row in rows):
+        for model in dict.fromkeys(row["model"] for row in rows):
+            group = [row for row in rows if row["table"] == table and row["model"] == model]
+            if group:
+                cells = [_cell([row.get(key) for row in group]) for key, _ in COLUMNS]
+                lines.append(f"| {table} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{_footnote(settings)}\n"
+
+
+def _cell(values: list[float | None]) -> str:
+    if any(value is None for value in values):
+        return "n/a"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _footnote(settings: dict[str, Any]) -> str:
+    return (f"{settings['epochs']} epochs, batch {BATCH}, seeds {settings['seeds']} (each a "
+            "90 / 10 split and the models' seed), torch threads "
+            f"{settings['threads']}; ML: macro F1 (wine, breast_cancer, synthetic_mixed) or "
+            "R^2 (diabetes) on the held-out rows; DCR: median distance to the closest "
+            "training row; log p(x) and ELBO: held-out, nats per row, "
+            f"k = {settings['k']}.")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    prepare_timing(args.threads)
+    seeds = list(range(args.seed, args.seed + args.repeats))
+    models = args.models.split(",")
+    rows = [row for seed in seeds for table in args.tables.split(",")
+            for row in run_table(table, models, args.epochs, seed, args.k)]
+    settings = {"epochs": args.epochs, "seeds": seeds, "threads": args.threads, "k": args.k,
+                "batch_size": BATCH, "widths": WIDTHS, "latent": LATENT, "l2": L2,
+                "learning_rate": LEARNING_RATE, "tvae_loss_factor": LOSS_FACTOR,
+                "python": platform.python_version(), "torch": torch.__version__,
+                "ctgan": _version("ctgan"), "sdmetrics": _version("sdmetrics")}
+    table = markdown_table(rows, settings)
+    print(table)
+    write_results(args.out, settings, rows, table)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=300, help="TVAE's default: 300")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--tables", default=",".join(TABLE_TARGETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="seeds --seed, --seed + 1, ...: a split and a training each")
+    parser.add_argument("--k", type=int, default=1000, help="importance draws of log p(x)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "tabular_tvae"))
+    return parser
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+if __name__ == "__main__":
+    main()
