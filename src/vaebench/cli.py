@@ -427,7 +427,7 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
     metrics = _evaluation_metrics(args, model, train, test)
     metrics.update(kept=trainer.kept, best_epoch=trainer.best_epoch, train_seconds=seconds,
                    sampler=sampler_fit, device=str(trainer.device),
-                   torch_threads=torch.get_num_threads())
+                   torch_threads=torch.get_num_threads(), trainer=_trainer_record(trainer))
     write_json(output / "metrics.json", metrics)
     for tracker in trackers:
         tracker.log_summary(metrics)
@@ -461,6 +461,14 @@ def _say(args: argparse.Namespace, text: str) -> None:
     """A line on what runs now, unless progress is hidden (rank 0's, data-parallel)."""
     if not getattr(args, "no_progress", False) and is_main_process():
         print(f"vaebench: {text}", file=sys.stderr, flush=True)
+
+
+def _trainer_record(trainer: Trainer) -> dict[str, Any]:
+    """The run's trainer settings for metrics.json, less where this machine put things."""
+    record = trainer.config.to_dict()
+    for machine_specific in ("output_dir", "device", "progress"):
+        record.pop(machine_specific)
+    return record
 
 
 def _evaluation_metrics(args: argparse.Namespace, model: Any, train: ArrayData,

@@ -279,9 +279,9 @@ def _reproduce_section(model: nn.Module, training_data: dict[str, Any] | None,
         return ("## Reproduce\n\nThe training data is not recorded, so the training command "
                 "cannot be rebuilt.")
     return ("## Reproduce\n\n```bash\n" + train_command(model, training_data, metrics) +
-            "\n```\n\nRebuilt from `config.json` and `metrics.json`. Trainer settings they do "
-            "not record (batch size, learning rate, optimizer, schedule) are left at their "
-            "defaults: add the flags you trained with.")
+            "\n```\n\nRebuilt from `config.json` and `metrics.json` (whose `trainer` "
+            "records the batch size, learning rate, optimizer, schedule and clipping; "
+            "settings it does not record are left at their defaults).")
 
 
 # Config fields that `vaebench train` sets with flags of their own (input_dim: the data's).
@@ -321,9 +321,27 @@ def changed_fields(model: nn.Module) -> Iterator[tuple[str, Any]]:
             yield name, config[name]
 
 
+# Trainer settings that `vaebench train` sets with flags of their own.
+_TRAINER_FLAGS = {"batch_size": "--batch-size", "learning_rate": "--lr",
+                  "optimizer": "--optimizer", "scheduler": "--scheduler",
+                  "grad_clip_norm": "--grad-clip", "precision": "--precision"}
+
+
+def _trainer_flags(trainer: dict[str, Any]) -> list[list[str]]:
+    """The flags of the trainer settings that differ from their defaults."""
+    from vaebench.training import TrainerConfig
+
+    defaults = TrainerConfig().to_dict()
+    flags = [[flag, str(trainer[key])] for key, flag in _TRAINER_FLAGS.items()
+             if trainer.get(key, defaults[key]) != defaults[key]]
+    return flags + ([["--keep", "last"]] if trainer.get("keep_best") is False else [])
+
+
 def _run_flags(metrics: dict[str, Any]) -> list[list[str]]:
-    """The flags of the training run that its metrics record: epochs and the sampler."""
+    """The flags of the training run that its metrics record: epochs, the trainer's
+    settings and the sampler."""
     flags = [["--epochs", str(metrics["epochs"])]] if "epochs" in metrics else []
+    flags += _trainer_flags(metrics.get("trainer", {}))
     sampler = metrics.get("sampler")
     if isinstance(sampler, dict) and "sampler" in sampler:
         flags.append(["--sampler", sampler["sampler"]])
