@@ -18,8 +18,8 @@ from vaebench import __version__
 from vaebench.benchmark.config import EXECUTORS, dataset_key
 from vaebench.data import DATASETS, DSPRITES_TRAIN_SIZE, ArrayData, load_train_test
 from vaebench.data.table_datasets import TABLES
-from vaebench.data.tables import TableData, table_likelihood
-from vaebench.likelihoods import AUTO, check_sigma, likelihood_for_data, list_likelihoods
+from vaebench.data.tables import TableData, is_table, likelihood_fields
+from vaebench.likelihoods import AUTO, list_likelihoods
 from vaebench.metrics import has_likelihood
 from vaebench.models import create_model, get_model_class, list_models
 from vaebench.samplers import get_sampler_class, list_samplers
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--skip-bad-images", action="store_true",
                        help="leave out unreadable files of an image folder (with a warning) "
                             "instead of stopping")
+    train.add_argument("--mode-specific", action="store_true",
+                       help="tables: encode numeric columns by TVAE's mode-specific "
+                            "normalization (docs/tabular.md)")
     train.add_argument("--train-size", type=int, default=None,
                        help="use only the first N training samples (quick runs); for "
                             f"dsprites, generate N (default {DSPRITES_TRAIN_SIZE}) and N/4 "
@@ -286,7 +289,8 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--config", default=None, help="benchmark settings file (.json, .yaml)")
     bench.add_argument("--models", default=None, help="comma-separated model names")
     bench.add_argument("--datasets", "--dataset", default=None,
-                       help="comma-separated bundled dataset names or paths")
+                       help="comma-separated bundled dataset or table names (wine, ...) "
+                            "or paths (image folders, .npy, .csv, .parquet)")
     bench.add_argument("--seeds", type=_seeds, default=None,
                        help="a count (3: seeds 0, 1, 2) or a list (0,5,9); default 3")
     bench.add_argument("--epochs", type=int, default=None, help="default 20")
@@ -294,8 +298,8 @@ def _add_benchmark_parser(commands: Any) -> None:
     bench.add_argument("--lr", type=float, default=None, help="learning rate, default 1e-3")
     bench.add_argument("--latent-dim", type=int, default=None, help="default 16")
     bench.add_argument("--likelihood", default=None, choices=[AUTO, *list_likelihoods()],
-                       help="default auto: bernoulli for 0/1 data, else gaussian with sigma "
-                            "'data'")
+                       help="default auto: mixed for tables, bernoulli for 0/1 data, else "
+                            "gaussian with sigma 'data'")
     bench.add_argument("--sigma", default=None, help="as for train; default 1.0")
     bench.add_argument("--sigma-per", default=None, choices=("scalar", "channel", "pixel"))
     bench.add_argument("--encoder", default=None,
@@ -312,6 +316,8 @@ def _add_benchmark_parser(commands: Any) -> None:
                        help="an option of one sampler, e.g. pixelcnn.epochs=1")
     bench.add_argument("--train-size", type=int, default=None,
                        help="use the first N training samples (dsprites: generate N)")
+    bench.add_argument("--mode-specific", action="store_true", default=None,
+                       help="tables: numeric columns by TVAE's mode-specific normalization")
     bench.add_argument("--data-root", default=None, help="folder with the MNIST files")
     bench.add_argument("--skip-bad-images", action="store_true", default=None,
                        help="leave out unreadable files of image folders (with a warning)")
@@ -352,8 +358,12 @@ def _add_benchmark_parser(commands: Any) -> None:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[ArrayData, ArrayData]:
+    if args.mode_specific and not is_table(args.dataset):
+        raise ValueError(f"--mode-specific encodes the numeric columns of a table; "
+                         f"{args.dataset} is not a table")
     return load_train_test(args.dataset, train_size=args.train_size, seed=args.seed,
-                           data_root=args.data_root, skip_bad_images=args.skip_bad_images)
+                           data_root=args.data_root, skip_bad_images=args.skip_bad_images,
+                           mode_specific=args.mode_specific)
 
 
 def _sigma(text: str) -> float | str:
@@ -367,8 +377,11 @@ def _training_data_record(args: argparse.Namespace) -> dict[str, Any]:
     """How ``vaebench train`` loaded its data: saved with the model (see saved_model)."""
     bundled = args.dataset in DATASETS or args.dataset in TABLES
     dataset = args.dataset if bundled else str(Path(args.dataset).resolve())
-    return {"dataset": dataset, "train_size": args.train_size, "seed": args.seed,
-            "data_root": args.data_root, "skip_bad_images": args.skip_bad_images}
+    record = {"dataset": dataset, "train_size": args.train_size, "seed": args.seed,
+              "data_root": args.data_root, "skip_bad_images": args.skip_bad_images}
+    if args.mode_specific:
+        record["mode_specific"] = True
+    return record
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -392,17 +405,14 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
     output = Path(args.output)
     resume_from = latest_checkpoint(output) if args.resume is True else args.resume
     train, test = _load_data(args)
-    likelihood, sigma = _likelihood(args, train)
     torch.manual_seed(args.seed)
     options = dict(args.option)
     options.update({k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder))
                     if v is not None})
-    if isinstance(train, TableData):
-        options["likelihood_kwargs"] = train.likelihood_kwargs
+    options.update(_likelihood(args, train))
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
-        likelihood=likelihood, sigma=sigma, sigma_per=args.sigma_per,
-        trust_code=args.trust_code, **options)
+        sigma_per=args.sigma_per, trust_code=args.trust_code, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         optimizer=args.optimizer, scheduler=args.scheduler, grad_clip_norm=args.grad_clip,
@@ -443,18 +453,16 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
     return 0
 
 
-def _likelihood(args: argparse.Namespace, train: ArrayData) -> tuple[str, float | str]:
-    """The likelihood and sigma of ``vaebench train``: as given, or chosen from the data."""
-    check_sigma(args.likelihood, _sigma(args.sigma))
-    if isinstance(train, TableData):
-        return table_likelihood(args.likelihood), 1.0
-    if args.likelihood != AUTO:
-        return args.likelihood, _sigma(args.sigma)
-    likelihood, sigma = likelihood_for_data(train)
-    _say(args, f"likelihood {likelihood}" + (f" with sigma {sigma!r}" if likelihood ==
-                                             "gaussian" else "") +
-         " (chosen from the data: --likelihood to choose another)")
-    return likelihood, sigma
+def _likelihood(args: argparse.Namespace, train: ArrayData) -> dict[str, Any]:
+    """The likelihood fields of ``vaebench train``'s model, chosen as the benchmark chooses
+    them (:func:`~vaebench.data.tables.likelihood_fields`); an automatic choice is said."""
+    fields = likelihood_fields(train, args.likelihood, _sigma(args.sigma))
+    if args.likelihood == AUTO and not isinstance(train, TableData):
+        likelihood, sigma = fields["likelihood"], fields["sigma"]
+        _say(args, f"likelihood {likelihood}" + (f" with sigma {sigma!r}" if likelihood ==
+                                                 "gaussian" else "") +
+             " (chosen from the data: --likelihood to choose another)")
+    return fields
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -651,6 +659,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
              "model_options": model_options or None,
              "samplers": args.samplers,
              "sampler_options": sampler_options or None, "train_size": args.train_size,
+             "mode_specific": args.mode_specific,
              "data_root": args.data_root, "skip_bad_images": args.skip_bad_images,
              "metrics": args.metrics, "features": args.features,
              "n_fid": args.n_fid, "iwae_k": args.iwae_k, "dsprites_n": args.dsprites_n,

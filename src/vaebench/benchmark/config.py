@@ -26,9 +26,9 @@ _SHARED_FIELDS = ("input_dim",)
 def dataset_key(dataset: str) -> str:
     """Name of a dataset in folders and tables: a bundled name as is, a path by its file or
     folder name (without suffix), reduced to letters, digits, ``-``, ``_`` and ``.``."""
-    from vaebench.data import DATASETS
+    from vaebench.data import DATASETS, TABLES
 
-    if dataset in DATASETS:
+    if dataset in DATASETS or dataset in TABLES:
         return dataset
     path = Path(dataset)
     stem = path.stem if path.suffix else path.name
@@ -45,7 +45,8 @@ class BenchmarkConfig(LikelihoodOptions):
     ``model_options`` maps a model name to config fields of that model only, e.g.
     ``{"beta_vae": {"beta": 4}}``; ``sampler_options`` a sampler name to its options, e.g.
     ``{"pixelcnn": {"epochs": 1}}``. ``likelihood="auto"`` (the default) chooses it from each
-    dataset: bernoulli for 0/1 data, else gaussian with ``sigma="data"``.
+    dataset: a table's ``mixed`` likelihood, bernoulli for 0/1 data, else gaussian with
+    ``sigma="data"``.
     """
 
     accepts_auto = True
@@ -55,8 +56,8 @@ class BenchmarkConfig(LikelihoodOptions):
 
     models: list[str] = Field(min_length=1, description="registered model names")
     datasets: list[str] = Field(["mnist5k"], min_length=1,
-                                description="bundled dataset names, folders of images or "
-                                            ".npy files")
+                                description="bundled dataset or table names, folders of "
+                                            "images, .npy files or table files")
     seeds: int | list[int] = Field(3, description="a count (seeds 0..n-1) or a list of seeds")
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -75,6 +76,8 @@ class BenchmarkConfig(LikelihoodOptions):
                                                            "(dsprites: generate N)")
     data_seed: int = Field(0, ge=0, description="seed of the data split / dsprites subset, "
                                                 "the same for every run")
+    mode_specific: bool = Field(False, description="tables: numeric columns by TVAE's "
+                                                   "mode-specific normalization")
     data_root: str | None = Field(None, description="folder with the MNIST files")
     skip_bad_images: bool = Field(False, description="leave out unreadable files of an image "
                                                      "folder (with a warning)")
@@ -126,12 +129,13 @@ class BenchmarkConfig(LikelihoodOptions):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, value: list[str]) -> list[str]:
-        from vaebench.data import DATASETS
+        from vaebench.data import DATASETS, TABLES
 
         for name in value:
-            if name not in DATASETS and not Path(name).expanduser().exists():
+            if name not in (*DATASETS, *TABLES) and not Path(name).expanduser().exists():
                 raise ValueError(f"{name!r} is neither a bundled dataset ({', '.join(DATASETS)})"
-                                 " nor an existing folder or file")
+                                 f" or table ({', '.join(TABLES)}) nor an existing folder or "
+                                 "file")
         value = _unique(value, "dataset")
         keys = [dataset_key(name) for name in value]
         if len(set(keys)) != len(keys):
@@ -273,11 +277,17 @@ class BenchmarkConfig(LikelihoodOptions):
         return self.metrics is None or metric in self.metrics
 
     def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
-        """The settings that determine one run's result (not where or how it is shown)."""
+        """The settings that determine one run's result (not where or how it is shown);
+        ``mode_specific`` only for a table, the only data it changes (so the runs of image
+        benchmarks made before it existed stay done)."""
+        from vaebench.data import is_table
+
         everything = self.to_dict()
         skip = {"models", "datasets", "seeds", "model_options", "output", "device",
                 "progress", "data_root", "skip_bad_images", "executor", "address", "jobs",
                 "cpus_per_run", "log", "tracking_uri"}
+        if not is_table(dataset):
+            skip.add("mode_specific")
         out = {"dataset": dataset, "model": model, "seed": seed,
                "model_options": everything["model_options"].get(model, {})}
         out.update({k: v for k, v in everything.items() if k not in skip})

@@ -389,7 +389,7 @@ class _Context:
         cfg = self.config
         return _once(self._data, dataset, lambda: load_train_test(
             dataset, train_size=cfg.train_size, seed=cfg.data_seed, data_root=cfg.data_root,
-            skip_bad_images=cfg.skip_bad_images))
+            skip_bad_images=cfg.skip_bad_images, mode_specific=cfg.mode_specific))
 
     def features(self, dataset: str, sample_shape: tuple[int, ...]):
         """The feature network of the sample-quality metrics for ``dataset`` (once)."""
@@ -552,18 +552,16 @@ def _finish_tracking(trackers: list[Any], folder: Path, result: dict[str, Any]) 
 def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
            result: dict[str, Any], trackers: list[Any] | None = None):
     """Train the run's model, fit its samplers (see :func:`run_samplers`), save them all."""
-    from vaebench.likelihoods import AUTO, likelihood_for_data
+    from vaebench.data.tables import likelihood_fields
     from vaebench.models import create_model
     from vaebench.samplers import save_sampler
     from vaebench.saved_model import fitted_sampler
     from vaebench.training import Trainer, TrainerConfig
 
-    likelihood, sigma = (config.likelihood, config.sigma) if config.likelihood != AUTO else \
-        likelihood_for_data(train)
-    result["model_likelihood"] = {"likelihood": likelihood, "sigma": sigma}
+    likelihood = likelihood_fields(train, config.likelihood, config.sigma)
+    result["model_likelihood"] = {key: likelihood[key] for key in ("likelihood", "sigma")}
     options: dict[str, Any] = {"input_dim": train.sample_shape, "latent_dim": config.latent_dim,
-                               "likelihood": likelihood, "sigma": sigma,
-                               "sigma_per": config.sigma_per}
+                               **likelihood, "sigma_per": config.sigma_per}
     options.update({role: getattr(config, role) for role in ("encoder", "decoder")
                     if getattr(config, role) is not None})
     options.update(config.model_options.get(run.model, {}))
@@ -613,12 +611,15 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
     """Every metric of ``config`` that applies: (metrics by group, errors, not applicable).
     Sample quality is that of the model's own sampler (the first of ``samplers``, fitted
     :mod:`vaebench.samplers` samplers by name), with FID / precision / recall of every
-    sampler under ``by_sampler``; without samplers, of ``model.generate``.
+    sampler under ``by_sampler``; without samplers, of ``model.generate``. A model of a table
+    has its per-column NLL in the reconstruction group and the table quality of its
+    generated rows as sample quality (:func:`table_sample_quality`) instead of FID.
 
     Each group is computed on its own: an exception is recorded as that group's error.
     """
     from vaebench import viz
     from vaebench.data.sources import has_class_labels
+    from vaebench.data.table_datasets import TABLE_TARGETS
     from vaebench.metrics import (
         disentanglement_report,
         has_likelihood,
@@ -627,7 +628,14 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
         representation_report,
         sample_quality,
     )
+    from vaebench.tabular_likelihood import column_nll, is_tabular
     from vaebench.training import evaluate
+
+    table, target = is_tabular(model), TABLE_TARGETS.get(run.dataset)
+
+    def reconstruction():
+        error = reconstruction_error(model, test)
+        return {**error, "column_nll": column_nll(model, test)} if table else error
 
     def likelihood():
         if not has_likelihood(model):
@@ -638,6 +646,9 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
             raise NotApplicable(str(err)) from err
 
     def quality():
+        if table:
+            return table_sample_quality(model, train, test, samplers, n=config.n_fid,
+                                        target=target, seed=run.seed)
         if not viz.is_image_shape(test.sample_shape):
             raise NotApplicable("the data are not images")
         network = features() if callable(features) else features
@@ -668,7 +679,7 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
 
     groups = {
         "loss": lambda: evaluate(model, test),
-        "reconstruction": lambda: reconstruction_error(model, test),
+        "reconstruction": reconstruction,
         "likelihood": likelihood,
         "sample_quality": quality,
         "representation": representation,
@@ -686,7 +697,57 @@ def evaluate_run(config: BenchmarkConfig, run: Run, model: Any, train, test,
             skipped[name] = str(reason)
         except Exception as err:
             errors[name] = f"{type(err).__name__}: {err}"
+    if table and config.wants("sample_quality"):
+        skipped.update(table_not_applicable(target))
     return metrics, errors, skipped
+
+
+def table_sample_quality(model: Any, train, test, samplers: dict[str, Any] | None, *,
+                         n: int, target: str | None, seed: int) -> dict[str, Any]:
+    """The sample quality of a model of a table: ``n`` rows drawn with each of ``samplers``
+    (fitted samplers by name; None: the prior), each scored by
+    :func:`~vaebench.metrics.tabular.table_quality` against the training rows ``train``,
+    with the held-out rows ``test`` (and the ML efficacy of ``target``, if any). The
+    headline figures of the model's own sampler (the first; :func:`table_figures`), those of
+    every sampler under ``by_sampler``, and the own sampler's whole report under
+    ``table_quality``."""
+    from vaebench.saved_model import table_quality_report
+
+    reports = table_quality_report(model, train, test, samplers or {"normal": None},
+                                   n_samples=n, target=target, seed=seed)
+    figures = {name: table_figures(report) for name, report in reports.items()}
+    own = next(iter(reports))
+    return {"n": n, "n_reference": len(train), "n_holdout": len(test), "target": target,
+            **figures[own], "by_sampler": figures, "table_quality": reports[own]}
+
+
+def table_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of a :func:`~vaebench.metrics.tabular.table_quality` report: the
+    mean column shape and pair trend, the ML efficacy of the synthetic rows (``ml_accuracy``
+    and ``ml_f1``, or ``ml_r2``) and its reference, that of the real training rows
+    (``ml_real_...``), the median distance to the closest training row of the synthetic rows
+    (``dcr``) and of the held-out ones (``dcr_holdout``), and the share of ``copies``. A
+    figure that is undefined (a table without pairs of columns) is left out."""
+    privacy = report["privacy"]
+    figures = {"column_shapes": report["column_shapes"]["mean"],
+               "column_pair_trends": report["column_pair_trends"]["mean"],
+               "dcr": privacy["synthetic"]["median"], "dcr_holdout": privacy["holdout"]["median"],
+               "copies": privacy["synthetic"]["copies"]}
+    efficacy = report.get("ml_efficacy", {})
+    for rows, prefix in (("synthetic", "ml_"), ("real", "ml_real_")):
+        figures.update({prefix + key: value for key, value in efficacy.get(rows, {}).items()})
+    return {key: value for key, value in figures.items() if value is not None}
+
+
+def table_not_applicable(target: str | None) -> dict[str, str]:
+    """The image metrics a model of a table has no figure of, and why; the ML efficacy too
+    without a ``target`` column."""
+    reasons = {"fid": "FID, precision and recall compare images in a feature network's space;"
+                      " a table's generated rows are scored by their table quality instead"}
+    if target is None:
+        reasons["ml_efficacy"] = ("no target column: the ML efficacy predicts a bundled "
+                                  "table's label column, and a table file names none")
+    return reasons
 
 
 # --------------------------------------------------------------------------------------------

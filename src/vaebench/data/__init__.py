@@ -48,7 +48,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
 def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 0,
                     data_root: str | Path | None = None,
-                    skip_bad_images: bool = False) -> tuple[ArrayData, ArrayData]:
+                    skip_bad_images: bool = False,
+                    mode_specific: bool = False) -> tuple[ArrayData, ArrayData]:
     """(train, test) as ``vaebench train`` and ``vaebench benchmark`` use them: a bundled
     dataset's splits (dsprites: ``train_size`` generated images and a quarter as many, at
     least 1000, for the test), or user data split 90 / 10 by ``seed``; then ``train_size``
@@ -57,7 +58,8 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
     every class in proportion. ``skip_bad_images``: leave out (with a warning) the
     unreadable files of an image folder instead of failing. A table (a bundled one of
     :data:`TABLES`, or a .csv / .parquet file) is encoded as a whole by its inferred schema
-    (:func:`load_table`), then split like user data."""
+    (:func:`load_table`; ``mode_specific``: its numeric columns by TVAE's mode-specific
+    normalization), then split like user data."""
     if dataset == "dsprites":  # generated: draw only the images the run uses
         n = train_size or DSPRITES_TRAIN_SIZE
         train = as_data(load_dataset("dsprites", "train", n=n, seed=seed), name="train data")
@@ -67,8 +69,10 @@ def load_train_test(dataset: str, *, train_size: int | None = None, seed: int = 
         train = as_data(load_dataset(dataset, "train", root=data_root), name="train data")
         test = as_data(load_dataset(dataset, "test", root=data_root), name="test data")
     else:
-        data = load_table(dataset, name=str(dataset)) if is_table(dataset) else \
-            as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
+        if is_table(dataset):
+            data = load_table(dataset, name=str(dataset), mode_specific=mode_specific)
+        else:
+            data = as_data(dataset, name=str(dataset), skip_bad_images=skip_bad_images)
         order = seeded_order(data, seed)
         n_test = max(1, len(data) // 10)
         test = data.subset(order[:n_test], "test data")

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLES = ("wine", "breast_cancer", "diabetes", "synthetic_mixed")
+#: The label column of each bundled table: what its rows are for (the class of a wine, the
+#: diagnosis, the disease progression a year later, the plan), the ML efficacy's target.
+TABLE_TARGETS = {"wine": "target", "breast_cancer": "target", "diabetes": "target",
+                 "synthetic_mixed": "plan"}
 #: Rows of ``synthetic_mixed`` unless told otherwise.
 SYNTHETIC_ROWS = 2000
 

@@ -642,3 +642,21 @@ def table_likelihood(likelihood: str) -> str:
                          f"--likelihood {likelihood} would ignore its columns' kinds (leave "
                          "it at auto)")
     return "mixed"
+
+
+def likelihood_fields(data: Any, likelihood: str = "auto",
+                      sigma: float | str = 1.0) -> dict[str, Any]:
+    """The likelihood config fields (``likelihood``, ``sigma``, ``likelihood_kwargs``) of a
+    model of ``data``, as ``vaebench train`` and ``vaebench benchmark`` both choose them: a
+    table's ``mixed`` likelihood with its schema (see :func:`table_likelihood`); else
+    ``likelihood`` and ``sigma`` as asked, or for ``auto`` chosen from the data
+    (:func:`~vaebench.likelihoods.likelihood_for_data`)."""
+    from vaebench.likelihoods import AUTO, check_sigma, likelihood_for_data
+
+    sigma = check_sigma(likelihood, sigma)
+    if isinstance(data, TableData):
+        return {"likelihood": table_likelihood(likelihood), "sigma": 1.0,
+                "likelihood_kwargs": data.likelihood_kwargs}
+    if likelihood == AUTO:
+        likelihood, sigma = likelihood_for_data(data)
+    return {"likelihood": likelihood, "sigma": sigma, "likelihood_kwargs": {}}
