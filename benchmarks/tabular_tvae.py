@@ -6,8 +6,9 @@ split 90 / 10 by ``vaebench.data.load_train_test`` (the split of ``vaebench trai
 each seed; TVAE's default networks and training (Xu et al. 2019; ctgan's ``TVAE``:
 encoder 128-128, decoder 128-128, latent 128, Adam 1e-3 with L2 1e-5, batch 500,
 loss_factor 2) and vaebench's VAE with the same MLP widths, latent size, optimizer, batch
-and number of epochs, its ``mixed`` likelihood (``vae``) or the same with TVAE's
-mode-specific normalization of numbers (``vae_modes``). Each model generates as many rows as
+and number of epochs, its ``mixed`` likelihood (``vae``, numbers' sigmas at their optimum,
+the default), the same with learned sigmas (``vae_learned``, the default before) or with
+TVAE's mode-specific normalization of numbers (``vae_modes``). Each model generates as many rows as
 the training split holds, scored by the same ``vaebench.metrics.tabular.table_quality``
 against the training rows (shapes, pair trends, distance to the closest record) and the
 held-out rows (ML efficacy of the table's target, the distance's reference). vaebench also
@@ -27,10 +28,10 @@ ctgan runs in its own environment, with vaebench installed beside it::
     /work/tvae-venv/bin/pip install torch==2.13.0
     /work/tvae-venv/bin/pip install ctgan sdmetrics && /work/tvae-venv/bin/pip install -e .
     /work/tvae-venv/bin/python benchmarks/tabular_tvae.py     # TVAE's 300 epochs, 3 seeds
-    /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 --repeats 1 \
+    /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 \
         --tables wine,breast_cancer,diabetes --out docs/figures/tabular_tvae_1000
 
-about 5 and 2.5 minutes on one thread (``--threads``, printed) of a 2-core machine. The
+about 6 and 8 minutes on one thread (``--threads``, printed) of a 2-core machine. The
 tables are in docs/tabular.md, "Side by side with TVAE".
 """
 
@@ -64,12 +65,13 @@ TABLE_TARGETS = {"wine": "target", "breast_cancer": "target", "diabetes": "targe
                  "synthetic_mixed": "plan"}
 #: TVAE's defaults, shared by both libraries.
 WIDTHS, LATENT, BATCH, L2, LEARNING_RATE, LOSS_FACTOR = [128, 128], 128, 500, 1e-5, 1e-3, 2
-#: vaebench's models: (model, its options, TVAE's mode-specific normalization of numbers).
-#: TVAE's loss is loss_factor x reconstruction + KL, the objective of a beta-VAE with
-#: beta = 1 / loss_factor.
-VAEBENCH_MODELS = {"vae": ("vae", {}, False),
-                   "vae_beta0.5": ("beta_vae", {"beta": 1 / LOSS_FACTOR}, False),
-                   "vae_modes": ("vae", {}, True)}
+#: vaebench's models: (model, its options, TVAE's mode-specific normalization of numbers,
+#: the mixed likelihood's column_sigma). TVAE's loss is loss_factor x reconstruction + KL,
+#: the objective of a beta-VAE with beta = 1 / loss_factor.
+VAEBENCH_MODELS = {"vae": ("vae", {}, False, "optimal"),
+                   "vae_learned": ("vae", {}, False, "learned"),
+                   "vae_beta0.5": ("beta_vae", {"beta": 1 / LOSS_FACTOR}, False, "optimal"),
+                   "vae_modes": ("vae", {}, True, "optimal")}
 MODELS = ["tvae", *VAEBENCH_MODELS]
 EPOCH = pd.Timestamp(0)
 
@@ -139,11 +141,13 @@ def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, seed
                  k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The vaebench model ``name`` (of :data:`VAEBENCH_MODELS`) with TVAE's widths and
     training; its rows and held-out likelihood."""
-    model_name, options, _ = VAEBENCH_MODELS[name]
+    model_name, options, _, column_sigma = VAEBENCH_MODELS[name]
     torch.manual_seed(seed)
-    model = create_model(model_name, **train.model_options(), latent_dim=LATENT,
-                         encoder_kwargs={"hidden": WIDTHS}, decoder_kwargs={"hidden": WIDTHS},
-                         **options)
+    likelihood_kwargs = {**train.likelihood_kwargs, "column_sigma": column_sigma}
+    model = create_model(model_name, **{**train.model_options(),
+                                        "likelihood_kwargs": likelihood_kwargs},
+                         latent_dim=LATENT, encoder_kwargs={"hidden": WIDTHS},
+                         decoder_kwargs={"hidden": WIDTHS}, **options)
     config = TrainerConfig(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
                            optimizer_kwargs={"weight_decay": L2}, seed=seed, device="cpu",
                            progress=False)
@@ -153,7 +157,20 @@ def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, seed
     likelihood = likelihood_report(model, test, k=k, seed=seed)
     return generate_table(model, len(train), seed=seed), {
         "train_seconds": seconds, "test_elbo": likelihood["elbo"],
-        "test_log_likelihood": likelihood["log_likelihood"], "k": k}
+        "test_log_likelihood": likelihood["log_likelihood"], "k": k,
+        "sigmas": _sigmas(model)}
+
+
+def _sigmas(model: torch.nn.Module) -> dict[str, float]:
+    """The sigma of each number's (or date's) Gaussian after training, in standard
+    deviations of the column (of alpha under mode-specific normalization)."""
+    sigmas = {}
+    for column, part in zip(model.likelihood.table.columns, model.likelihood.columns,
+                            strict=True):
+        if column.likelihood == "gaussian":
+            gaussian = getattr(part.distribution, "alpha", part.distribution)
+            sigmas[str(column.name)] = round(gaussian.sigma.item(), 4)
+    return sigmas
 
 
 def _with_modes(train: TableData, test: TableData) -> tuple[TableData, TableData]:

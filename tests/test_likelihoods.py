@@ -334,6 +334,31 @@ def test_data_variance_prepared_by_trainer_and_saved(tmp_path):
     _assert_same_outputs(model, loaded, x[:8])
 
 
+@pytest.mark.parametrize("per", ["channel", "pixel"])
+def test_optimal_sigma_per_channel_or_pixel_is_a_running_mse(per):
+    """One sigma per channel or dimension: the terms of a batch are those of a Gaussian at
+    the estimate from the batches before it (in training and evaluation alike), and each
+    training batch then updates it with its own mean squared error there (the cumulative
+    mean of the first batches)."""
+    lik = build_likelihood("gaussian", SHAPE, sigma="optimal", sigma_per=per).double().train()
+    batches = [_inputs(batch=7, seed=seed) for seed in (1, 2)]
+    dims = (0, 2, 3) if per == "channel" else (0,)
+    mse = [((x - mu) ** 2).mean(dims, keepdim=True)[0] for x, mu in batches]
+    x, mu = batches[0]
+    torch.testing.assert_close(lik.nll(mu, x), -_sum(dist.Normal(mu, 1.0).log_prob(x)))
+    torch.testing.assert_close(lik.running_mse.expand(SHAPE), mse[0].expand(SHAPE))
+    x, mu = batches[1]
+    sigma = mse[0].sqrt()
+    torch.testing.assert_close(lik.nll(mu, x), -_sum(dist.Normal(mu, sigma).log_prob(x)))
+    both = (mse[0] + mse[1]) / 2
+    torch.testing.assert_close(lik.running_mse.expand(SHAPE), both.expand(SHAPE))
+    lik.eval()
+    torch.testing.assert_close(lik.nll(mu, x), -_sum(dist.Normal(mu, both.sqrt()).log_prob(x)))
+    assert lik.num_updates.item() == 2
+    lik.train().nll(mu[:0], x[:0])  # a batch without samples changes nothing
+    assert lik.num_updates.item() == 2 and torch.isfinite(lik.running_mse).all()
+
+
 def test_optimal_running_sigma_saved(tmp_path):
     torch.manual_seed(0)
     x = torch.rand(128, 1, 4, 4)

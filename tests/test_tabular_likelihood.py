@@ -1,6 +1,7 @@
 """The mixed likelihood of a table: each column's term is its torch.distributions
-counterpart in the table's own units, the row's NLL is the sum of the parts, and no term
-depends on the batch."""
+counterpart in the table's own units, the row's NLL is the sum of the parts, no term
+depends on the other rows of its batch, and a number's optimal sigma is its root mean
+squared error."""
 
 import numpy as np
 import pandas as pd
@@ -32,13 +33,17 @@ def _frame(n=40, seed=0):
     })
 
 
-def _table_and_params(seed=0):
+def _table_and_params(seed=0, sigma="optimal"):
+    """Every learned log sigma and log dispersion at 0.4, every optimal sigma at e^0.4."""
     table = load_table(_frame(seed=seed))
-    likelihood = Mixed(table.sample_shape, table.schema).double()
+    likelihood = Mixed(table.sample_shape, table.schema, column_sigma=sigma).double()
     with torch.no_grad():
         for column in likelihood.columns:
             for parameter in column.parameters():
                 parameter.fill_(0.4)
+            for name, buffer in column.named_buffers():
+                if name.endswith("running_mse"):
+                    buffer.fill_(np.exp(0.8))
     gen = torch.Generator().manual_seed(seed)
     params = torch.randn(len(table), table.schema.width, generator=gen, dtype=torch.float64)
     return table, likelihood, params, torch.from_numpy(table.schema.encode(_frame(seed=seed),
@@ -69,12 +74,14 @@ def test_column_likelihoods_equal_torch_distributions():
         r, logits=log_mean - r.log()).mean)
 
 
-def test_each_part_is_the_columns_log_likelihood_in_its_own_units():
-    table, likelihood, params, x = _table_and_params()
-    frame, parts = _frame(), likelihood.parts(params, x)
+@pytest.mark.parametrize("sigma", ["optimal", "learned"])
+def test_each_part_is_the_columns_log_likelihood_in_its_own_units(sigma):
+    table, likelihood, params, x = _table_and_params(sigma=sigma)
+    frame, parts = _frame(), likelihood.eval().parts(params, x)
     blocks = {str(column.name): (column, block, flag)
               for column, block, flag in table.schema.blocks()}
-    sigma = likelihood.columns[0].distribution.sigma  # learned, about e^0.4
+    sigma = likelihood.columns[0].distribution.sigma  # e^0.4 (learned: plus its soft floor)
+    assert sigma.item() == pytest.approx(np.exp(0.4), abs=2e-3)
 
     column, block, flag = blocks["size"]  # Gaussian density per unit of size, NaN skipped
     present = _tensor(frame["size"].notna())
@@ -106,19 +113,92 @@ def test_each_part_is_the_columns_log_likelihood_in_its_own_units():
                           "visits", "day"}
 
 
-def test_the_nll_is_the_sum_of_its_parts_and_ignores_the_batch():
-    _, likelihood, params, x = _table_and_params()
+@pytest.mark.parametrize("sigma", ["optimal", "learned"])
+def test_the_nll_is_the_sum_of_its_parts_and_ignores_the_batch(sigma):
+    """In evaluation, and in training too: an optimal sigma is the estimate from the batches
+    before (each call here starts from the same one), which the batch updates afterwards."""
+    _, likelihood, params, x = _table_and_params(sigma=sigma)
+    start = {name: value.clone() for name, value in likelihood.state_dict().items()}
+
+    def nll(rows):
+        likelihood.load_state_dict(start)
+        return likelihood.nll(params[rows], x[rows])
+
+    _, _, other_params, other_x = _table_and_params(seed=1)
     for mode in (True, False):
         likelihood.train(mode)
-        full = likelihood.nll(params, x)
+        full = nll(slice(None))
+        likelihood.load_state_dict(start)
         torch.testing.assert_close(full, sum(likelihood.parts(params, x).values()))
         for part in (slice(0, 1), slice(0, 7), slice(7, 40)):
-            torch.testing.assert_close(likelihood.nll(params[part], x[part]), full[part])
+            torch.testing.assert_close(nll(part), full[part])
         order = torch.randperm(len(x))
-        torch.testing.assert_close(likelihood.nll(params[order], x[order]), full[order])
-        _, _, other_params, other_x = _table_and_params(seed=1)
+        torch.testing.assert_close(nll(order), full[order])
+        likelihood.load_state_dict(start)
         padded = likelihood.nll(torch.cat([params, other_params]), torch.cat([x, other_x]))
         torch.testing.assert_close(padded[:len(x)], full)
+
+
+def _rms_errors(likelihood, params, x):
+    """Independently: each Gaussian value's root mean squared error over the rows where it is
+    present (standardized numbers and dates, a mode-specific alpha), by name."""
+    errors = {}
+    for column, block, flag in likelihood.blocks:
+        if column.likelihood != "gaussian":
+            continue
+        present = np.ones(len(x), bool) if flag is None else x[:, flag].numpy() == 0
+        residual = x[:, block.start].numpy() - params[:, block.start].numpy()
+        errors[str(column.name)] = np.sqrt(np.mean(residual[present] ** 2))
+    return errors
+
+
+def _optimal_sigmas(likelihood):
+    sigmas = {}
+    for column, part in zip(likelihood.table.columns, likelihood.columns, strict=True):
+        gaussian = getattr(part.distribution, "alpha", part.distribution)
+        if column.likelihood == "gaussian":
+            sigmas[str(column.name)] = gaussian.sigma.item()
+    return sigmas
+
+
+@pytest.mark.parametrize("mode_specific", [False, True])
+def test_an_optimal_sigma_is_the_columns_root_mean_squared_error(mode_specific):
+    """Each training batch moves the estimate towards its own mean squared error (for the
+    first 1 / momentum batches their cumulative mean), over the rows where the value is
+    present; evaluation leaves it as it is."""
+    table = load_table(_frame(), mode_specific=mode_specific)
+    likelihood = Mixed(table.sample_shape, table.schema).double()
+    # the sigmas are set, not learned: the only parameter is the count's dispersion
+    assert [name for name, _ in likelihood.named_parameters()] == [
+        "columns.3.distribution.log_dispersion"]
+    x = torch.from_numpy(table.schema.encode(_frame(), np.float64))
+    gen = torch.Generator().manual_seed(2)
+    params = [torch.randn(len(x), table.schema.width, generator=gen, dtype=torch.float64)
+              for _ in range(2)]
+    first, second = (_rms_errors(likelihood, p, x) for p in params)
+    assert set(first) == {"size", "day"}
+    for p in params:
+        likelihood.train().nll(p, x)
+    sigmas = _optimal_sigmas(likelihood)
+    for name, error in first.items():  # a cumulative mean of the two batches
+        assert sigmas[name] ** 2 == pytest.approx((error**2 + second[name] ** 2) / 2, rel=1e-6)
+    likelihood.eval().nll(params[0], x)
+    assert _optimal_sigmas(likelihood) == sigmas
+    for _ in range(200):  # the same batch again and again: its own error
+        likelihood.train().nll(params[1], x)
+    for name, sigma in _optimal_sigmas(likelihood).items():
+        assert sigma == pytest.approx(second[name], rel=1e-6)
+
+
+def test_learned_sigmas_stay_reachable_and_bad_sigmas_are_refused():
+    table = load_table(_frame())
+    kwargs = {**table.likelihood_kwargs, "column_sigma": "learned"}
+    model = VAE(**{**table.model_options(), "likelihood_kwargs": kwargs}, **SMALL)
+    gaussian = model.likelihood.columns[0].distribution
+    assert gaussian.mode == "learned" and gaussian.sigma.item() == pytest.approx(1, abs=2e-3)
+    assert VAE(**table.model_options(), **SMALL).likelihood.column_sigma == "optimal"
+    with pytest.raises(ValidationError, match="column_sigma must be one of"):
+        VAE(**{**table.model_options(), "likelihood_kwargs": {**kwargs, "column_sigma": "fixed"}})
 
 
 def test_means_and_draws_decode_to_the_table():

@@ -43,11 +43,14 @@ def test_models_with_a_continuous_latent_train_on_a_table(name, table):
     assert list(frame.columns) == list(synthetic_mixed(1).columns)
 
 
-def test_training_lowers_the_loss_on_synthetic_mixed():
+@pytest.mark.parametrize("column_sigma", ["optimal", "learned"])
+def test_training_lowers_the_loss_on_synthetic_mixed(column_sigma):
     train = load_table(synthetic_mixed(1000))
     test = load_table(synthetic_mixed(300, seed=1), schema=train.schema)
-    untrained = VAE(**train.model_options(), latent_dim=4, **NETS)
-    model = VAE(**train.model_options(), latent_dim=4, **NETS)
+    options = {**train.model_options(), "latent_dim": 4, **NETS, "likelihood_kwargs": {
+        **train.likelihood_kwargs, "column_sigma": column_sigma}}
+    untrained = VAE(**options)
+    model = VAE(**options)
     model.load_state_dict(untrained.state_dict())
     history = _fit(model, train, epochs=6)
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 1.0

@@ -38,8 +38,8 @@ class LikelihoodOptions(Config):
     sigma: float | str = Field(
         1.0, description="Gaussian scale: a positive number, or 'learned' / 'optimal' / 'data'",
         validate_default=True)
-    sigma_per: str = Field("scalar", description="learned sigma: 'scalar', 'channel' or 'pixel'",
-                           validate_default=True)
+    sigma_per: str = Field("scalar", description="learned or optimal sigma: 'scalar', "
+                           "'channel' or 'pixel'", validate_default=True)
 
     # likelihood, sigma and sigma_per must fit together (e.g. sigma='optimal' is Gaussian
     # only). Fields validate in order (all three validate their defaults too), so sigma is

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebench.collectives import batch_mean
+from vaebench.collectives import summed_over_ranks
 
 if TYPE_CHECKING:
     from vaebench.data.sources import ArrayData
@@ -166,10 +166,10 @@ def check_sigma_per(likelihood: str, sigma: float | str, sigma_per: str) -> None
                          f"got {sigma_per!r}")
     if sigma_per == "scalar":
         return
-    if sigma not in ("learned", "data"):
+    if sigma not in ("learned", "optimal", "data"):
         raise ValueError(f"sigma_per={sigma_per!r} applies only to sigma='learned' (and "
-                         f"sigma='data'); with likelihood={likelihood!r} and sigma={sigma!r} "
-                         "leave sigma_per at 'scalar'")
+                         f"sigma='optimal' or 'data'); with likelihood={likelihood!r} and "
+                         f"sigma={sigma!r} leave sigma_per at 'scalar'")
     if sigma == "data" and sigma_per == "pixel":
         raise ValueError("sigma_per='pixel' with sigma='data' would divide by per-pixel "
                          "variances that are zero on constant pixels (e.g. MNIST borders); "
@@ -363,6 +363,16 @@ class Gaussian(_ScaledLikelihood):
       dataset-level optimal sigma^2) is kept in the buffer ``running_mse``, and in eval mode
       (``not self.training``) sigma^2 is that fixed value: evaluation figures (ELBO,
       importance-sampled log p(x)) are then those of a proper density.
+      With ``sigma_per="channel"`` or ``"pixel"`` there is one optimal sigma per channel or
+      per dimension, sigma_d^2 = the mean squared error of dimension d over the training
+      samples. A sample has no optimum of its own there (one value per dimension would set
+      sigma_d = |x_d - mu_d|), so sigma_d^2 is ``running_mse``, the same running average
+      of each training batch's mean squared error of d, in training and in eval mode
+      alike: a batch's terms are computed at the estimate from the batches before it, which
+      the batch then updates (``momentum`` as above). Each term is a proper density in
+      training too and depends on no other sample of its batch; the estimate reaches the
+      maximum-likelihood value of sigma whatever the learning rate (the mixed likelihood
+      of tables uses it for its numbers).
     * ``"data"``: sigma^2 is the variance of the training data, computed once by
       :meth:`prepare` (the trainer calls it before training) and kept in the buffer
       ``data_variance``, saved with the model. The squared error is then divided by the
@@ -381,7 +391,8 @@ class Gaussian(_ScaledLikelihood):
             if not 0 < momentum <= 1:
                 raise ValueError(f"momentum must be in (0, 1], got {momentum}")
             self.momentum = momentum
-            self.register_buffer("running_mse", torch.ones(()))
+            self.register_buffer("running_mse", torch.ones(_scale_shape(self.input_dim,
+                                                                        sigma_per)))
             self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         elif self.mode == "data":
             shape = _scale_shape(self.input_dim, sigma_per)
@@ -399,9 +410,9 @@ class Gaussian(_ScaledLikelihood):
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         squared = (x - params) ** 2
-        if self.mode == "optimal" and self.training:
+        if self.mode == "optimal" and self.training and self.sigma_per == "scalar":
             mse = _sum_per_sample(squared) / self.dim
-            self._track(mse)
+            self._track(squared)
             var = mse.clamp_min(SIGMA_MIN**2)
             # the Gaussian NLL at sigma_i^2 = var_i: (D/2)(MSE_i/var_i + log var_i + log 2 pi)
             return 0.5 * self.dim * (mse / var + var.log() + LOG_2PI)
@@ -411,6 +422,8 @@ class Gaussian(_ScaledLikelihood):
                 math.log(sigma) + 0.5 * LOG_2PI)
         log_sigma = self.log_scale()
         weighted = _sum_per_sample(squared * torch.exp(-2.0 * log_sigma))
+        if self.mode == "optimal" and self.training:  # one sigma per dimension: then update
+            self._track(squared)
         return 0.5 * weighted + self._sum_log_scale(log_sigma) + 0.5 * self.dim * LOG_2PI
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
@@ -419,14 +432,29 @@ class Gaussian(_ScaledLikelihood):
         return params + self.log_scale().exp() * torch.randn_like(params)
 
     @torch.no_grad()
-    def _track(self, mse: torch.Tensor) -> None:
-        """Running mean of the batch MSE (the whole batch's when data-parallel): a
-        cumulative mean for the first 1 / momentum batches, then an exponential moving
-        average (no host synchronization)."""
-        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum)
-        self.running_mse.lerp_(batch_mean(mse.detach()).to(self.running_mse.dtype),
-                               weight.to(self.running_mse.dtype))
-        self.num_updates += 1
+    def _track(self, squared: torch.Tensor) -> None:
+        """Running mean of the batch MSE (per channel or dimension with ``sigma_per``; the
+        whole batch's when data-parallel): a cumulative mean for the first 1 / momentum
+        batches, then an exponential moving average (no host synchronization). A batch
+        without samples changes nothing."""
+        mse, count = self._batch_mse(squared.detach())
+        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum) * (count > 0)
+        self.running_mse.lerp_(mse.to(self.running_mse.dtype), weight.to(self.running_mse.dtype))
+        self.num_updates += (count > 0).long()
+
+    def _batch_mse(self, squared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean of the squared errors, in the shape of ``running_mse`` (over
+        everything, over samples and positions per channel, or over samples per dimension),
+        and the number of values each mean is over."""
+        if self.sigma_per == "channel":
+            dims = (0, *range(2, squared.dim()))
+        else:
+            dims = (0,) if self.sigma_per == "pixel" else tuple(range(squared.dim()))
+        sums = squared.sum(dims).reshape(-1)
+        count = squared.numel() // sums.numel()
+        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([count])]))
+        count = totals[-1]
+        return (totals[:-1] / count.clamp_min(1)).view(self.running_mse.shape), count
 
     def _check_prepared(self) -> None:
         if not self._prepared:

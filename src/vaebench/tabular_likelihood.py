@@ -6,9 +6,14 @@ kind on its block of the encoded row, and the row's NLL is the sum over its colu
 constant kept, so that the ELBO and the importance-sampled log p(x) are those of the table
 in its own units:
 
-* numeric and datetime columns: the existing ``gaussian`` likelihood with a learned sigma
-  per column, on the standardized value, plus log(scale) (the Jacobian of the
-  standardization): a density per unit of the column;
+* numeric and datetime columns: the existing ``gaussian`` likelihood with a sigma per
+  column, on the standardized value, plus log(scale) (the Jacobian of the
+  standardization): a density per unit of the column. By default
+  (``column_sigma="optimal"``) sigma is the calibrated one of Rybkin et al. (2021), its
+  maximum-likelihood value: the root of a running mean of the column's squared error over
+  the training batches (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``,
+  one sigma per dimension); ``column_sigma="learned"`` makes it a parameter trained with
+  the others;
 * categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
 * counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
   the log of the mean, scored at the count itself (the block holds it standardized);
@@ -108,20 +113,19 @@ class ModeSpecific(Likelihood):
     the block [alpha, one-hot mode k] stands for x = mean_k + 4 std_k alpha.
 
     -log p(x) = -log P(k) - log N(alpha; mu, sigma^2) + log(4 std_k): a categorical over the
-    modes, the existing Gaussian with a learned sigma on alpha, and the Jacobian of the mode's
-    scaling. The mode of x is its most probable one, so pairs (k, alpha) whose x has another
-    mode never occur in data: their mass is lost, and this density of x is a lower bound of
-    the normalized one (reported likelihoods are conservative).
+    modes, the existing Gaussian on alpha (its sigma set as a number's), and the Jacobian of
+    the mode's scaling. The mode of x is its most probable one, so pairs (k, alpha) whose x
+    has another mode never occur in data: their mass is lost, and this density of x is a
+    lower bound of the normalized one (reported likelihoods are conservative).
     """
 
     name = "mode_specific"
 
-    def __init__(self, mode_stds: list[float]):
+    def __init__(self, mode_stds: list[float], sigma: str = "optimal"):
         super().__init__((1 + len(mode_stds),))
-        self.alpha = Gaussian((1,), sigma="learned")
         # alpha = (x - mean_k) / (4 std_k) has std 1/4 within its mode: sigma starts there,
         # as a standardized column's starts at its std, 1.
-        nn.init.constant_(self.alpha.log_scale_param, -math.log(4))
+        self.alpha = _value_gaussian(sigma, start=0.25)
         self.mode = Categorical((len(mode_stds),))
         self.register_buffer("log_widths", torch.tensor(mode_stds).mul(4).log(),
                              persistent=False)
@@ -148,11 +152,12 @@ class ColumnLikelihood(nn.Module):
     Counts are held standardized in the block, (k - center) / scale, so that the encoder
     sees well-scaled inputs; they are scored at k, with the decoder's output offset by
     log(center) (the rate starts at the column's mean). A Gaussian column adds log(scale).
+    ``sigma``: how a Gaussian's sigma is set, ``"optimal"`` or ``"learned"``.
     """
 
-    def __init__(self, column: Column):
+    def __init__(self, column: Column, sigma: str = "optimal"):
         super().__init__()
-        self.distribution = _distribution(column)
+        self.distribution = _distribution(column, sigma)
         self.is_count = column.kind == "count"
         self.center, self.scale = column.center, column.scale
         standardized = column.likelihood == "gaussian" and not column.mode_means
@@ -174,15 +179,36 @@ class ColumnLikelihood(nn.Module):
         return (values - self.center) / self.scale if self.is_count else values
 
 
-def _distribution(column: Column) -> Likelihood:
+def _distribution(column: Column, sigma: str) -> Likelihood:
     """The likelihood of a column's value block."""
     if column.mode_means:
-        return ModeSpecific(column.mode_stds)
+        return ModeSpecific(column.mode_stds, sigma)
     if column.likelihood == "gaussian":
-        return Gaussian((1,), sigma="learned")
+        return _value_gaussian(sigma, start=1.0)
     if column.likelihood == "negative_binomial":
         return NegativeBinomial((1,), _moment_dispersion(column))
     return _DISTRIBUTIONS[column.likelihood]((column.value_width,))
+
+
+#: How the sigma of a column's Gaussian is set: its maximum-likelihood value (a running
+#: estimate), or a parameter trained with the others.
+COLUMN_SIGMAS = ("optimal", "learned")
+#: The weight of each batch in the running estimate of an optimal sigma: a table may get
+#: only a few hundred steps, so the estimate follows the last ten or so (the images'
+#: Gaussian averages over a hundred).
+COLUMN_MOMENTUM = 0.1
+
+
+def _value_gaussian(sigma: str, start: float) -> Gaussian:
+    """The Gaussian of one value, its sigma ``"optimal"`` or ``"learned"``, starting at
+    ``start`` (the value's spread in the data) until the first batch."""
+    if sigma == "learned":
+        gaussian = Gaussian((1,), sigma="learned")
+        nn.init.constant_(gaussian.log_scale_param, math.log(start))
+    else:
+        gaussian = Gaussian((1,), sigma="optimal", sigma_per="pixel", momentum=COLUMN_MOMENTUM)
+        gaussian.running_mse.fill_(start**2)
+    return gaussian
 
 
 #: The dispersion of a count column whose variance does not exceed its mean (a Poisson's
@@ -207,7 +233,13 @@ class Mixed(Likelihood):
     """One likelihood per column of a table, the row's NLL their sum (module docstring).
 
     ``table``: the table's schema (:class:`~vaebench.data.tables.TableSchema` or its
-    dict). ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
+    dict). ``column_sigma``: how the sigma of a number's (or date's) Gaussian is set, one of
+    :data:`COLUMN_SIGMAS`: ``"optimal"`` (default), its maximum-likelihood value, the root
+    of a running mean of the column's squared error over the training batches, which each
+    batch updates after its terms are computed (so no term depends on the other rows of its
+    batch), used in evaluation and generation as it stands after training; ``"learned"``, a
+    parameter (log sigma) trained with the others, starting at the column's spread.
+    ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
     flag's, as ``"name:missing"``); in training mode their means over an epoch are reported
     in the history as ``train_nll_<column>``.
     """
@@ -215,22 +247,32 @@ class Mixed(Likelihood):
     name = "mixed"
     builds_from_data = True
 
-    def __init__(self, input_dim: tuple[int, ...], table: TableSchema | dict[str, Any]):
+    def __init__(self, input_dim: tuple[int, ...], table: TableSchema | dict[str, Any],
+                 column_sigma: str = "optimal"):
         super().__init__(input_dim)
-        self.table = self.check_kwargs({"table": table}, input_dim)
+        self.table = self.check_kwargs({"table": table, "column_sigma": column_sigma},
+                                       input_dim)
+        self.column_sigma = column_sigma
         self.blocks = self.table.blocks()
-        self.columns = nn.ModuleList(ColumnLikelihood(column) for column in self.table.columns)
+        self.columns = nn.ModuleList(ColumnLikelihood(column, column_sigma)
+                                     for column in self.table.columns)
         self.flags = Bernoulli((1,))
         self.on_epoch_start()
 
     @classmethod
     def check_kwargs(cls, kwargs: dict[str, Any],
                      input_dim: tuple[int, ...] | None = None) -> TableSchema:
-        """The table of ``kwargs`` (``{"table": schema}``), checked against ``input_dim``."""
-        if set(kwargs) != {"table"}:
+        """The table of ``kwargs`` (``{"table": schema}``, optionally with
+        ``"column_sigma"``), checked against ``input_dim``."""
+        if "table" not in kwargs or not set(kwargs) <= {"table", "column_sigma"}:
             raise ValueError("likelihood 'mixed' is built from a table's schema: "
                              "likelihood_kwargs must be {'table': schema} (see "
-                             f"vaebench.data.load_table), got keys {sorted(kwargs)}")
+                             "vaebench.data.load_table), and optionally 'column_sigma', got "
+                             f"keys {sorted(kwargs)}")
+        if kwargs.get("column_sigma", "optimal") not in COLUMN_SIGMAS:
+            raise ValueError(f"likelihood 'mixed': column_sigma must be one of "
+                             f"{', '.join(map(repr, COLUMN_SIGMAS))}, got "
+                             f"{kwargs['column_sigma']!r}")
         table = kwargs["table"]
         table = table if isinstance(table, TableSchema) else TableSchema.model_validate(table)
         if input_dim is not None and tuple(input_dim) != (table.width,):
@@ -240,15 +282,19 @@ class Mixed(Likelihood):
         return table
 
     def parts(self, params: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample NLL (B,) of each column, and of each missingness flag."""
+        """Per-sample NLL (B,) of each column, and of each missingness flag. A missing
+        value's term is 0: its column's likelihood sees only the rows where it is present
+        (an optimal sigma is estimated from those alone)."""
         parts = {}
         for (column, block, flag), likelihood in zip(self.blocks, self.columns, strict=True):
-            value = likelihood.nll(params[:, block], x[:, block])
-            if flag is not None:
-                missing = x[:, flag] > 0.5
-                value = torch.where(missing, torch.zeros_like(value), value)
-                parts[f"{column.name}:missing"] = self.flags.nll(params[:, flag:flag + 1],
-                                                                 x[:, flag:flag + 1])
+            if flag is None:
+                parts[str(column.name)] = likelihood.nll(params[:, block], x[:, block])
+                continue
+            parts[f"{column.name}:missing"] = self.flags.nll(params[:, flag:flag + 1],
+                                                             x[:, flag:flag + 1])
+            present = x[:, flag] < 0.5
+            value = params.new_zeros(len(x))
+            value[present] = likelihood.nll(params[:, block][present], x[:, block][present])
             parts[str(column.name)] = value
         return parts
 
@@ -321,7 +367,8 @@ class Mixed(Likelihood):
         return torch.cat(pieces, dim=1)
 
     def extra_repr(self) -> str:
-        return f"columns={len(self.table.columns)}, width={self.table.width}"
+        return (f"columns={len(self.table.columns)}, width={self.table.width}, "
+                f"column_sigma={self.column_sigma!r}")
 
 
 def _encoding_problem(column: Column, block: torch.Tensor,
