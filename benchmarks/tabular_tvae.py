@@ -51,6 +51,7 @@ import torch
 
 from vaebench import Trainer, TrainerConfig, create_model
 from vaebench.data import load_train_test
+from vaebench.data.table_datasets import TABLE_TARGETS
 from vaebench.data.tables import TIME_UNITS, TableData, TableSchema, infer_schema, load_table
 from vaebench.metrics import likelihood_report
 from vaebench.metrics.tabular import NUMERIC_KINDS, table_quality
@@ -60,9 +61,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pythae_runs import prepare_timing, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Each table and the column its ML efficacy predicts.
-TABLE_TARGETS = {"wine": "target", "breast_cancer": "target", "diabetes": "target",
-                 "synthetic_mixed": "plan"}
 #: TVAE's defaults, shared by both libraries.
 WIDTHS, LATENT, BATCH, L2, LEARNING_RATE, LOSS_FACTOR = [128, 128], 128, 500, 1e-5, 1e-3, 2
 #: vaebench's models: (model, its options, TVAE's mode-specific normalization of numbers,
