@@ -321,8 +321,9 @@ class Trainer:
                 self.fast_paths.backward(value, inputs=inputs,
                                          retain_graph=index < len(losses) - 1)
             for name in losses:
-                self._parallel.average_gradients(_parameters(optimizers[name]))
-                self.fast_paths.step(optimizers[name], _parameters(optimizers[name]), clip)
+                parameters = _parameters(optimizers[name])
+                self._parallel.average_gradients(parameters)
+                self.fast_paths.step(optimizers[name], parameters, clip)
                 if _per_step(schedulers[name]):
                     schedulers[name].step()
             self.fast_paths.update_scale()
