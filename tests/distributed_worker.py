@@ -73,6 +73,7 @@ def main(out: Path, baseline: Path) -> None:
     write(out, "ae", model, history)
     for name in ("vqvae", "factor_vae"):
         write(out, name, *train(name, BATCH))
+    write(out, "ae_even", *train("ae", BATCH, even_batches=True))
     resumed = build("ae")
     history = Trainer(resumed, config(BATCH)).fit(
         dataset(TRAIN_SIZE, 0), dataset(EVAL_SIZE, 1), resume_from=baseline)

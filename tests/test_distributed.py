@@ -42,6 +42,7 @@ def runs(tmp_path_factory):
     which resume the one-process checkpoint of epoch 1."""
     folder = tmp_path_factory.mktemp("data_parallel")
     alone = {name: train(name, RANKS * BATCH) for name in ("ae", "vqvae")}
+    alone["ae_even"] = train("ae", RANKS * BATCH, even_batches=True)
     train("ae", RANKS * BATCH, output_dir=str(folder / "alone"), checkpoint_every=1)
     checkpoint = folder / "alone" / "checkpoints" / "epoch_0001"
     torchrun(str(TESTS / "distributed_worker.py"), str(folder), str(checkpoint), cwd=TESTS)
@@ -85,6 +86,18 @@ def test_ae_ends_as_one_process_with_the_global_batch(runs):
     assert_same_states(first, alone["ae"][0].state_dict(), atol=1e-5)
     for record, reference in zip(history, alone["ae"][1], strict=True):
         assert record["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+
+
+def test_even_batches_end_as_one_process_with_the_global_batch(runs):
+    """91 samples in even batches: five of 15 (parts 8 + 7) and one of 16."""
+    alone, folder = runs
+    (first, history), (second, _) = per_rank(folder, "ae_even")
+    assert_same_states(first, second)
+    assert_same_states(first, alone["ae_even"][0].state_dict(), atol=1e-5)
+    for record, reference in zip(history, alone["ae_even"][1], strict=True):
+        assert record["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+    assert not torch.allclose(first["encoder.net.0.weight"],
+                              alone["ae"][0].state_dict()["encoder.net.0.weight"], atol=1e-3)
 
 
 def test_eval_metrics_are_those_of_one_process_on_every_rank(runs):

@@ -37,7 +37,7 @@ side_effect_module = test_trust.side_effect_module  # a fixture: a module that r
 TRAIN = ["--model", "beta_vae", "--dataset", "digits", "--train-size", "128", "--epochs", "1",
          "--latent-dim", "4", "--option", "beta=2", "--sampler", "gmm",
          "--sampler-option", "n_components=3", "--iwae-k", "5", "--no-progress",
-         "--batch-size", "32", "--lr", "0.002"]
+         "--batch-size", "30", "--lr", "0.002", "--even-batches"]
 PUSHED = {"config.json", "model.safetensors", "samplers/gmm/sampler.json",
           "samplers/gmm/sampler.safetensors", "metrics.json", "README.md"}
 
@@ -155,7 +155,8 @@ def test_the_card_holds_metadata_metrics_and_a_command_that_trains_the_same_mode
     argv = shlex.split(command.replace("\\\n", " "))
     assert argv[:2] == ["vaebench", "train"] and argv[-2:] == ["--output", "run"]
     # the trainer settings that differ from the defaults, as metrics.json records them
-    assert shlex.join(["--batch-size", "32", "--lr", "0.002"]) in shlex.join(argv)
+    assert shlex.join(["--batch-size", "30", "--lr", "0.002"]) in shlex.join(argv)
+    assert "--even-batches" in argv
     again = tmp_path / "again"
     assert main([*argv[1:-2], "--no-progress", "--iwae-k", "5", "--output", str(again)]) == 0
     original = json.loads((run / "model" / "config.json").read_text())

@@ -32,6 +32,19 @@ def test_batches_cover_every_sample_once_in_shuffled_order():
     assert len(list(data.batches(10, drop_last=True))) == data.num_batches(10, True) == 10
 
 
+@pytest.mark.parametrize("n, batch_size", [(512, 500), (103, 10), (91, 16), (7, 7), (5, 9)])
+def test_even_batches_cover_every_sample_once_in_near_equal_sizes(n, batch_size):
+    data = as_data(torch.arange(n, dtype=torch.float32)[:, None])
+    order = torch.Generator().manual_seed(0)
+    batches = list(data.batches(batch_size, shuffle=True, generator=order, even=True))
+    sizes = [len(batch) for batch in batches]
+    assert len(batches) == data.num_batches(batch_size) == -(-n // batch_size)
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) <= batch_size
+    assert sorted(torch.cat(batches)[:, 0].tolist()) == list(range(n))
+    plain = list(data.batches(batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.cat(batches), torch.cat(plain))  # the same order, cut elsewhere
+
+
 def test_same_generator_seed_same_order():
     data = as_data(torch.rand(50, 2))
     a = list(data.batches(7, shuffle=True, generator=torch.Generator().manual_seed(4)))

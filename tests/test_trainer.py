@@ -140,6 +140,19 @@ def test_diverging_training_raises(digits):
         Trainer(model, _config(epochs=2, optimizer="sgd", learning_rate=1e12)).fit(x_train)
 
 
+def test_even_batches_train_on_every_row_in_near_equal_steps(digits):
+    """1,438 rows at batch 700: steps of 479, 479 and 480, not 700, 700 and 38."""
+    x_train, _ = digits
+    model, sizes = _model(), []
+    step = model.training_step
+    model.training_step = lambda x, update, **inputs: (sizes.append(len(x)),
+                                                       step(x, update, **inputs))[1]
+    Trainer(model, _config(epochs=2, batch_size=700, even_batches=True)).fit(x_train)
+    assert len(x_train) == 1438 and sizes == [479, 479, 480] * 2 and model.num_steps == 6
+    with pytest.raises(ValueError, match="drop_last and even_batches"):
+        TrainerConfig(drop_last=True, even_batches=True)
+
+
 def test_invalid_trainer_fields():
     with pytest.raises(ValueError, match="optimizer"):
         TrainerConfig(optimizer="adamax2")

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=10, help="passes over the training data")
     train.add_argument("--batch-size", type=int, default=64,
                        help="samples per step (of each process under torchrun)")
+    train.add_argument("--even-batches", action="store_true",
+                       help="cut each epoch into batches of near-equal size instead of full "
+                            "ones and a small last one (small data: 512 rows at batch 500 "
+                            "make two steps of 256, not 500 and 12)")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer")
     train.add_argument("--scheduler", default="none", choices=SCHEDULERS,
@@ -295,6 +299,8 @@ def _add_benchmark_parser(commands: Any) -> None:
                        help="a count (3: seeds 0, 1, 2) or a list (0,5,9); default 3")
     bench.add_argument("--epochs", type=int, default=None, help="default 20")
     bench.add_argument("--batch-size", type=int, default=None, help="default 64")
+    bench.add_argument("--even-batches", action="store_true", default=None,
+                       help="cut each epoch into batches of near-equal size")
     bench.add_argument("--lr", type=float, default=None, help="learning rate, default 1e-3")
     bench.add_argument("--latent-dim", type=int, default=None, help="default 16")
     bench.add_argument("--likelihood", default=None, choices=[AUTO, *list_likelihoods()],
@@ -419,7 +425,8 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
         seed=args.seed, device=args.device, output_dir=str(output),
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
         overwrite=args.overwrite, keep_best=args.keep == "best", precision=args.precision,
-        compile=args.compile, channels_last=args.channels_last), callbacks=trackers)
+        compile=args.compile, channels_last=args.channels_last,
+        even_batches=args.even_batches), callbacks=trackers)
     start = time.perf_counter()
     history = trainer.fit(train, test, resume_from=resume_from)
     seconds = time.perf_counter() - start
@@ -653,6 +660,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
         sampler_options.setdefault(name, {})[key] = value
     flags = {"models": args.models, "datasets": args.datasets, "seeds": args.seeds,
              "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+             "even_batches": args.even_batches,
              "latent_dim": args.latent_dim, "likelihood": args.likelihood,
              "sigma": None if args.sigma is None else _sigma(args.sigma),
              "sigma_per": args.sigma_per, "encoder": args.encoder, "decoder": args.decoder,

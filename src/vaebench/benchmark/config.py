@@ -61,6 +61,8 @@ class BenchmarkConfig(LikelihoodOptions):
     seeds: int | list[int] = Field(3, description="a count (seeds 0..n-1) or a list of seeds")
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(64, gt=0)
+    even_batches: bool = Field(False, description="cut each epoch into batches of near-equal "
+                                                  "size (see TrainerConfig)")
     learning_rate: float = Field(1e-3, gt=0)
     latent_dim: int = Field(16, gt=0)
     encoder: str | None = Field(None, description="None: each model's default network")

@@ -334,7 +334,8 @@ def _trainer_flags(trainer: dict[str, Any]) -> list[list[str]]:
     defaults = TrainerConfig().to_dict()
     flags = [[flag, str(trainer[key])] for key, flag in _TRAINER_FLAGS.items()
              if trainer.get(key, defaults[key]) != defaults[key]]
-    return flags + ([["--keep", "last"]] if trainer.get("keep_best") is False else [])
+    switches = [["--keep", "last"]] if trainer.get("keep_best") is False else []
+    return flags + switches + ([["--even-batches"]] if trainer.get("even_batches") else [])
 
 
 def _run_flags(metrics: dict[str, Any]) -> list[list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from vaebench.config import Config
 
@@ -38,7 +38,12 @@ class TrainerConfig(Config):
     grad_clip_norm: float | None = Field(None, gt=0)
     seed: int = 0
     device: str = "auto"
-    drop_last: bool = False
+    drop_last: bool = Field(False, description="leave out each epoch's last rows that do "
+                            "not fill a batch")
+    even_batches: bool = Field(False, description="cut each epoch into ceil(n / batch_size) "
+                               "batches whose sizes differ by at most one, instead of full "
+                               "batches and a smaller last one (for small data: 512 rows at "
+                               "batch 500 make two steps of 256, not 500 and 12)")
     output_dir: str | None = None
     checkpoint_every: int | None = Field(None, gt=0, description="epochs between checkpoints")
     keep_best: bool = Field(True, description="restore the weights of the best eval epoch")
@@ -80,3 +85,10 @@ class TrainerConfig(Config):
             raise ValueError(f"unknown compile_backend {value!r}; choose one of "
                              f"{', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_batch(self) -> TrainerConfig:
+        if self.drop_last and self.even_batches:
+            raise ValueError("drop_last and even_batches are two ways to cut an epoch: "
+                             "choose one")
+        return self

@@ -132,17 +132,17 @@ class DataParallel:
                              f"{self.world_size} data-parallel processes")
 
     # --- training steps -----------------------------------------------------------------
-    def training_batches(self, batches: Iterator[Any], num_samples: int,
-                         batch: int) -> Iterator[Any]:
-        """This process's ``(x, inputs)`` of each global batch of ``batch`` rows, each
+    def training_batches(self, batches: Iterator[Any],
+                         sizes: list[int]) -> Iterator[Any]:
+        """This process's ``(x, inputs)`` of each global batch (of ``sizes[i]`` rows), each
         yielded inside a data-parallel step with :attr:`share` set; an empty part becomes a
         stand-in (the previous part's first sample) whose share is 0."""
         if not self.active:
             yield from batches
             return
         previous: Any = None
-        for index, (x, inputs) in enumerate(batches):
-            self.share = len(x) / min(batch, num_samples - index * batch)
+        for size, (x, inputs) in zip(sizes, batches, strict=True):
+            self.share = len(x) / size
             if len(x) == 0:
                 x, inputs = previous[0][:1], {k: v[:1] for k, v in previous[1].items()}
             previous = (x, inputs)

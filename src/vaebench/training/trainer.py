@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaebench.data import ArrayData, as_data
+from vaebench.data.sources import batch_bounds
 from vaebench.evaluation import evaluating
 from vaebench.files import read_json_object, replacing_folder
 from vaebench.models.base import Autoencoder
@@ -339,10 +340,12 @@ class Trainer:
         window: list[dict[str, torch.Tensor]] = []  # batch sums since the last check
         update = self._update(optimizers, schedulers)
         size = self._parallel.global_batch(cfg.batch_size)
-        steps = train.num_batches(size, cfg.drop_last)
+        sizes = [end - start for start, end in
+                 batch_bounds(len(train), size, cfg.drop_last, cfg.even_batches)]
+        steps = len(sizes)
         batches = self._parallel.training_batches(model_batches(
             model, train, size, shuffle=True, generator=shuffle, drop_last=cfg.drop_last,
-            device=self.device, part=self._parallel.part), len(train), size)
+            even=cfg.even_batches, device=self.device, part=self._parallel.part), sizes)
         for step, (x, inputs) in enumerate(batches, 1):
             with self.fast_paths.autocast():
                 output = model.training_step(x, update, **inputs)
@@ -358,7 +361,7 @@ class Trainer:
                 window = []
                 bar.set_postfix(epoch=epoch, loss=f"{output.loss.item():.2f}")
         self._parallel.broadcast_buffers(model)
-        seen = steps * size if cfg.drop_last else len(train)
+        seen = sum(sizes)
         record: dict[str, Any] = {"epoch": epoch}
         record.update({f"train_{k}": float(v) / seen for k, v in totals.items()})
         record.update({f"train_{k}": v for k, v in model.epoch_metrics().items()})
