@@ -50,7 +50,7 @@ def test_a_table_is_scored_as_a_table(bench):
         assert _finite(metrics["reconstruction"]["column_nll"].values())
         quality = metrics["sample_quality"]
         figures = ("column_shapes", "column_pair_trends", "ml_f1", "ml_real_f1", "dcr",
-                   "dcr_holdout", "copies")
+                   "dcr_holdout", "copies", "privacy")
         assert _finite(quality[key] for key in figures)
         assert quality["target"] == "target" and quality["n"] == 200
         assert list(quality["by_sampler"]) == list(result["samplers"]) == ["normal", "gmm"]
@@ -67,7 +67,7 @@ def test_the_report_shows_the_table_metrics_with_their_directions(bench):
     header = next(line for line in report.splitlines() if line.startswith("| model | ok"))
     cells = [cell.strip() for cell in header.split("|")]
     for label in ("log p(x) K=8 ↑", "column shapes ↑", "pair trends ↑", "ML F1 ↑", "DCR",
-                  "DCR held-out", "copies ↓"):
+                  "DCR held-out", "copies ↓", "privacy ↑"):
         assert label in cells, label
     assert not any(cell.startswith("FID") for cell in cells)
     assert "fid for every model" in report and "ML efficacy of `target`" in report

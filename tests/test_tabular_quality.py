@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial import KDTree
 from scipy.stats import ks_2samp
 
 from vaebench.cli import main
@@ -123,6 +124,50 @@ def test_distance_to_closest_record_by_hand(people):
     assert copies == pytest.approx(10 / 50)
 
 
+def _without(frame, other):
+    """The rows of ``frame`` that are not rows of ``other``."""
+    merged = frame.merge(other.drop_duplicates(), how="left", indicator=True)
+    return frame[(merged["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
+
+
+def test_a_copy_of_the_training_rows_has_no_overfitting_protection(people):
+    frame, schema = people
+    for size in (len(frame), len(frame) // 9):  # equal sets, and a 90 / 10 split
+        holdout = _without(_people(3 * size, seed=6), frame).iloc[:size]
+        protection = distance_to_closest_record(frame, frame.copy(), schema, holdout)[
+            "overfitting_protection"]
+        assert protection["closer_to_training"] == 1.0 and protection["score"] == 0.0
+        assert protection["expected"] == pytest.approx(len(frame) / (len(frame) + size))
+    # a held-out row equal to a training row is a tie, not closer to the training rows
+    holdout = _people(len(frame), seed=2)
+    shared = len(frame) - len(_without(frame, holdout))
+    assert shared > 0
+    protection = distance_to_closest_record(frame, frame.copy(), schema, holdout)[
+        "overfitting_protection"]
+    assert protection["closer_to_training"] == pytest.approx(1 - shared / len(frame))
+    assert protection["score"] == pytest.approx(2 * shared / len(frame))
+
+
+@pytest.mark.parametrize("held_out", [900, 100])
+def test_fresh_rows_are_protected_whatever_the_holdouts_size(held_out):
+    """Fresh rows land closest to a training row as often as the training rows' share of all
+    real rows (0.5 or 0.9 here): the score is near 1 with both, while sdmetrics' equal-size
+    formula, 2 (1 - p), would call fresh rows overfitted at 90 / 10."""
+    real, holdout = _people(900, seed=10), _people(held_out, seed=11)
+    synthetic = _people(2000, seed=12)
+    schema = infer_schema(real)
+    protection = distance_to_closest_record(real, synthetic, schema, holdout)[
+        "overfitting_protection"]
+    expected = 900 / (900 + held_out)
+    rows = schema.encode(synthetic, np.float64)
+    to_training, _ = KDTree(schema.encode(real, np.float64)).query(rows, k=1)
+    to_holdout, _ = KDTree(schema.encode(holdout, np.float64)).query(rows, k=1)
+    assert protection["closer_to_training"] == np.mean(to_training < to_holdout)
+    assert protection["closer_to_training"] == pytest.approx(expected, abs=0.04)
+    assert protection["score"] > 0.85
+    assert held_out == 900 or 2 * (1 - protection["closer_to_training"]) < 0.3
+
+
 def test_ml_efficacy_of_a_learnable_target_beats_a_shuffled_target(people):
     frame, schema = people
     holdout = _people(200, seed=4)
@@ -176,6 +221,7 @@ def test_evaluate_scores_the_synthetic_table_of_a_tabular_model(tmp_path):
     quality = report["table_quality"]["normal"]
     assert quality["n_synthetic"] == 50 and quality["n_real"] == 180
     assert 0 <= quality["column_shapes"]["mean"] <= 1
-    assert set(quality["privacy"]) == {"synthetic", "holdout"}
+    assert set(quality["privacy"]) == {"synthetic", "holdout", "overfitting_protection"}
+    assert 0 <= quality["privacy"]["overfitting_protection"]["score"] <= 1
     assert quality["ml_efficacy"]["task"] == "classification"
     assert "sample_quality" not in report

@@ -74,6 +74,7 @@ COLUMNS = (
     Column("sample_quality.dcr", "DCR", None),
     Column("sample_quality.dcr_holdout", "DCR held-out", None),
     Column("sample_quality.copies", "copies", LOWER),
+    Column("sample_quality.privacy", "privacy", HIGHER),
     Column("representation.linear_probe", "linear probe", HIGHER),
     Column("representation.knn", "k-NN", HIGHER),
     Column("representation.latent_dim", "probe dim", None, whole=True),
@@ -105,12 +106,14 @@ TABLE_NOTE = (
     "distance of a generated row to its closest training row, is not ranked: read it against "
     "DCR held-out, that of real rows the model never saw (much closer: training rows "
     "reproduced; much farther: rows off the data); copies is the share of generated rows "
-    "that copy a training row. The NLL of each column is in results.csv "
+    "that copy a training row; privacy, the overfitting protection, is 1 when generated rows "
+    "are no more often closest to a training row than fresh rows are, 0 when all are. The "
+    "NLL of each column is in results.csv "
     "(`reconstruction.column_nll.*`).")
 #: Config fields listed as the benchmark's budget in the report header.
 BUDGET = ("epochs", "batch_size", "learning_rate", "latent_dim", "likelihood", "sigma",
           "sigma_per", "encoder", "decoder", "train_size", "data_seed", "features", "n_fid",
-          "iwae_k", "dsprites_n", "metrics", "mode_specific")
+          "iwae_k", "dsprites_n", "metrics", "mode_specific", "even_batches")
 _BASE = ("dataset", "model", "seed", "status", "error", "note", "seconds", "train_seconds",
          "eval_seconds", "best_epoch", "best_eval_loss", "n_train", "n_test")
 

@@ -569,7 +569,8 @@ def _train(config: BenchmarkConfig, run: Run, train, test, folder: Path,
     model = create_model(run.model, **options)
     trainer = Trainer(model, TrainerConfig(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        seed=run.seed, device=config.device, progress=config.progress), callbacks=trackers)
+        even_batches=config.even_batches, seed=run.seed, device=config.device,
+        progress=config.progress), callbacks=trackers)
     start = time.perf_counter()
     history = trainer.fit(train, test)
     result["train_seconds"] = time.perf_counter() - start
@@ -726,13 +727,15 @@ def table_figures(report: dict[str, Any]) -> dict[str, float]:
     mean column shape and pair trend, the ML efficacy of the synthetic rows (``ml_accuracy``
     and ``ml_f1``, or ``ml_r2``) and its reference, that of the real training rows
     (``ml_real_...``), the median distance to the closest training row of the synthetic rows
-    (``dcr``) and of the held-out ones (``dcr_holdout``), and the share of ``copies``. A
-    figure that is undefined (a table without pairs of columns) is left out."""
+    (``dcr``) and of the held-out ones (``dcr_holdout``), the share of ``copies``, and the
+    overfitting protection's score (``privacy``, 1 best). A figure that is undefined (a
+    table without pairs of columns) is left out."""
     privacy = report["privacy"]
     figures = {"column_shapes": report["column_shapes"]["mean"],
                "column_pair_trends": report["column_pair_trends"]["mean"],
                "dcr": privacy["synthetic"]["median"], "dcr_holdout": privacy["holdout"]["median"],
-               "copies": privacy["synthetic"]["copies"]}
+               "copies": privacy["synthetic"]["copies"],
+               "privacy": privacy["overfitting_protection"]["score"]}
     efficacy = report.get("ml_efficacy", {})
     for rows, prefix in (("synthetic", "ml_"), ("real", "ml_real_")):
         figures.update({prefix + key: value for key, value in efficacy.get(rows, {}).items()})

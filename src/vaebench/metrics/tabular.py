@@ -11,7 +11,11 @@ table"):
 * machine-learning efficacy: a random forest trained on the synthetic rows and on the real
   training rows, each tested on real held-out rows (accuracy and macro F1, or R^2);
 * privacy: the distance of each synthetic row to its closest real training row (DCR), and
-  the same for real held-out rows as the reference.
+  the same for real held-out rows as the reference; and a score with a direction, the
+  overfitting protection: sdmetrics' DCROverfittingProtection ("DCR Overfitting
+  Protection") generalized to a held-out set of any size (see
+  :func:`distance_to_closest_record`), 1 when the synthetic rows are no closer to the
+  training rows than fresh rows would be, 0 when every one is.
 
 Every figure is computed on the table as its schema encodes it (numbers standardized,
 categories one-hot, TVAE's modes left out), so that a column's label type or a date's text
@@ -50,7 +54,8 @@ def table_quality(real: pd.DataFrame, synthetic: pd.DataFrame,
     """Every figure of a ``synthetic`` table against the ``real`` rows its model trained on,
     both encodable by ``schema``: column shapes and column-pair trends (1 is a perfect
     match); with real ``holdout`` rows the model never saw, the distance to the closest
-    record, and with a ``target`` column the ML efficacy (``seed`` fixes the forests)."""
+    record and the overfitting protection, and with a ``target`` column the ML efficacy
+    (``seed`` fixes the forests)."""
     report: dict[str, Any] = {
         "n_real": len(real), "n_synthetic": len(synthetic),
         "column_shapes": column_shapes(real, synthetic, schema),
@@ -190,14 +195,28 @@ def distance_to_closest_record(real: pd.DataFrame, synthetic: pd.DataFrame,
     in the encoded space (numbers in standard deviations, a different category counts
     sqrt(2)); its median and the share of exact copies (distance 0). With ``holdout``, the
     same for real rows the model never saw: a synthetic table much closer to the training
-    rows than fresh real rows are has memorized them."""
+    rows than fresh real rows are has memorized them.
+
+    With ``holdout``, also ``overfitting_protection``: p, the share of synthetic rows
+    strictly closer to their closest training row than to their closest held-out row, and
+    the score min(1, (1 - p) / (1 - p0)), where p0 = n_train / (n_train + n_holdout). A row
+    drawn from the data's own distribution is as likely as any real row to be the closest
+    to its draw, so its closest real row is a training row with probability p0: a
+    generator that does not overfit scores 1, and one that copies its training rows (p = 1)
+    scores 0. With sets of equal size (p0 = 1/2) this is sdmetrics' DCROverfittingProtection,
+    min(1, 2 (1 - p)); sdmetrics asks for a held-out set at least half the training set,
+    while p0 lets a 90 / 10 split be scored with every training row kept."""
     from scipy.spatial import KDTree
 
     schema = _plain(schema)
-    tree = KDTree(schema.encode(real, dtype=np.float64))
-    report = {"synthetic": _distance_summary(tree, schema.encode(synthetic, dtype=np.float64))}
+    training = schema.encode(real, dtype=np.float64)
+    rows = schema.encode(synthetic, dtype=np.float64)
+    tree = KDTree(training)
+    report = {"synthetic": _distance_summary(tree, rows)}
     if holdout is not None:
-        report["holdout"] = _distance_summary(tree, schema.encode(holdout, dtype=np.float64))
+        held_out = schema.encode(holdout, dtype=np.float64)
+        report["holdout"] = _distance_summary(tree, held_out)
+        report["overfitting_protection"] = _overfitting_protection(tree, held_out, rows)
     return report
 
 
@@ -205,6 +224,20 @@ def _distance_summary(tree: Any, rows: np.ndarray) -> dict[str, float]:
     distances, _ = tree.query(rows, k=1)
     return {"median": float(np.median(distances)),
             "copies": float(np.mean(distances <= COPY_TOLERANCE))}
+
+
+def _overfitting_protection(training: Any, holdout: np.ndarray,
+                            rows: np.ndarray) -> dict[str, float]:
+    """The overfitting protection of the encoded synthetic ``rows`` (see
+    :func:`distance_to_closest_record`); ``training`` is the training rows' KD-tree."""
+    from scipy.spatial import KDTree
+
+    to_training = training.query(rows, k=1)[0]
+    to_holdout = KDTree(holdout).query(rows, k=1)[0]
+    share = float(np.mean(to_training < to_holdout))
+    expected = training.n / (training.n + len(holdout))
+    return {"score": min(1.0, (1.0 - share) / (1.0 - expected)),
+            "closer_to_training": share, "expected": expected}
 
 
 # --- shared ------------------------------------------------------------------------------
