@@ -12,7 +12,9 @@ in its own units:
   (``column_sigma="optimal"``) sigma is the calibrated one of Rybkin et al. (2021), its
   maximum-likelihood value: the root of a running mean of the column's squared error over
   the training batches (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``,
-  one sigma per dimension); ``column_sigma="learned"`` makes it a parameter trained with
+  one sigma per dimension); ``column_sigma="joint"`` scores the numbers without missing
+  values together, with a full covariance at its maximum-likelihood value
+  (:class:`JointGaussian`); ``column_sigma="learned"`` makes it a parameter trained with
   the others;
 * categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
 * counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
@@ -36,8 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebench.collectives import summed_over_ranks
 from vaebench.data.tables import Column, TableSchema
-from vaebench.likelihoods import Bernoulli, Gaussian, Likelihood, _register, _sum_per_sample
+from vaebench.likelihoods import (
+    LOG_2PI,
+    SIGMA_MIN,
+    Bernoulli,
+    Gaussian,
+    Likelihood,
+    _register,
+    _sum_per_sample,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,6 +154,80 @@ class ModeSpecific(Likelihood):
                          dim=1)
 
 
+class JointGaussian(nn.Module):
+    """The complete numbers of a table (numeric and datetime columns without missing values,
+    standardized) as one Gaussian N(x; mu(z), Sigma) with a full covariance Sigma at its
+    maximum-likelihood value, the covariance of the residuals r = x - mu(z): the
+    calibrated decoder of Rybkin, Daniilidis and Levine (ICML 2021), whose optimal sigma^2
+    is the mean squared error, with the cross terms kept. Sigma is a running estimate over
+    the training batches (each batch scored at the estimate the batches before it left,
+    then updating it, as a column's optimal sigma), floored at SIGMA_MIN^2 I.
+
+    A row's NLL splits by the chain rule into one conditional per column: with Sigma = L L^T
+    and w = L^{-1} r, column j's term 0.5 w_j^2 + log L_jj + 0.5 log 2 pi is
+    -log p(x_j | x_1..x_{j-1}, z). Draws are mu + L eps, so generated rows keep the
+    residuals' correlations, which independent sigmas would average away.
+    """
+
+    def __init__(self, size: int, momentum: float):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_covariance", torch.eye(size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def scale_tril(self) -> torch.Tensor:
+        """L, the Cholesky factor of Sigma (its floor included)."""
+        covariance = self.running_covariance
+        eye = torch.eye(len(covariance), device=covariance.device, dtype=covariance.dtype)
+        return torch.linalg.cholesky(covariance + SIGMA_MIN**2 * eye)
+
+    def conditional_nlls(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, size): each column's -log p(x_j | x_<j, z), then the running Sigma updated."""
+        residual = (x - mean).to(self.running_covariance.dtype)
+        tril = self.scale_tril()
+        whitened = torch.linalg.solve_triangular(tril, residual.T, upper=False).T
+        terms = 0.5 * whitened**2 + tril.diagonal().log() + 0.5 * LOG_2PI
+        if self.training:
+            self._track(residual.detach())
+        return terms
+
+    def sample(self, mean: torch.Tensor) -> torch.Tensor:
+        tril = self.scale_tril()
+        noise = torch.randn(mean.shape, device=mean.device, dtype=tril.dtype) @ tril.T
+        return mean + noise.to(mean.dtype)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Each column's marginal sigma, sqrt(Sigma_jj)."""
+        return self.running_covariance.diagonal().sqrt()
+
+    @torch.no_grad()
+    def _track(self, residual: torch.Tensor) -> None:
+        """The batch's mean of r r^T (the whole batch's when data-parallel) blended in: a
+        cumulative mean for the first 1 / momentum batches, then an exponential moving
+        average. A batch without rows changes nothing."""
+        sums = (residual.T @ residual).flatten()
+        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([len(residual)])]))
+        count = totals[-1]
+        covariance = (totals[:-1] / count.clamp_min(1)).view_as(self.running_covariance)
+        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum) * (count > 0)
+        self.running_covariance.lerp_(covariance, weight.to(covariance.dtype))
+        self.num_updates += (count > 0).long()
+
+
+class JointMember(Likelihood):
+    """A number scored within its table's :class:`JointGaussian`: the decoder outputs its
+    mean; its NLL and its draws are the joint's (:class:`Mixed` takes them there)."""
+
+    name = "joint_member"
+
+    def __init__(self):
+        super().__init__((1,))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params
+
+
 _DISTRIBUTIONS = {"categorical": Categorical, "poisson": Poisson, "bernoulli": Bernoulli}
 
 
@@ -180,7 +265,10 @@ class ColumnLikelihood(nn.Module):
 
 
 def _distribution(column: Column, sigma: str) -> Likelihood:
-    """The likelihood of a column's value block."""
+    """The likelihood of a column's value block (``sigma="joint"``: a member of the table's
+    :class:`JointGaussian`)."""
+    if sigma == "joint":
+        return JointMember()
     if column.mode_means:
         return ModeSpecific(column.mode_stds, sigma)
     if column.likelihood == "gaussian":
@@ -190,9 +278,10 @@ def _distribution(column: Column, sigma: str) -> Likelihood:
     return _DISTRIBUTIONS[column.likelihood]((column.value_width,))
 
 
-#: How the sigma of a column's Gaussian is set: its maximum-likelihood value (a running
-#: estimate), or a parameter trained with the others.
-COLUMN_SIGMAS = ("optimal", "learned")
+#: How the sigma of a number's Gaussian is set: each number's own sigma at its
+#: maximum-likelihood value, the complete numbers' joint covariance at its
+#: maximum-likelihood value (both running estimates), or a parameter trained with the others.
+COLUMN_SIGMAS = ("optimal", "joint", "learned")
 #: The weight of each batch in the running estimate of an optimal sigma: a table may get
 #: only a few hundred steps, so the estimate follows the last ten or so (the images'
 #: Gaussian averages over a hundred).
@@ -237,7 +326,9 @@ class Mixed(Likelihood):
     :data:`COLUMN_SIGMAS`: ``"optimal"`` (default), its maximum-likelihood value, the root
     of a running mean of the column's squared error over the training batches, which each
     batch updates after its terms are computed (so no term depends on the other rows of its
-    batch), used in evaluation and generation as it stands after training; ``"learned"``, a
+    batch), used in evaluation and generation as it stands after training; ``"joint"``, the
+    numbers without missing values scored together by a :class:`JointGaussian` whose full
+    covariance is estimated the same way (the others as ``"optimal"``); ``"learned"``, a
     parameter (log sigma) trained with the others, starting at the column's spread.
     ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
     flag's, as ``"name:missing"``); in training mode their means over an epoch are reported
@@ -254,8 +345,15 @@ class Mixed(Likelihood):
                                        input_dim)
         self.column_sigma = column_sigma
         self.blocks = self.table.blocks()
-        self.columns = nn.ModuleList(ColumnLikelihood(column, column_sigma)
-                                     for column in self.table.columns)
+        joint = [block.start for column, block, flag in self.blocks
+                 if column_sigma == "joint" and _can_join(column, flag)]
+        self.joint = JointGaussian(len(joint), COLUMN_MOMENTUM) if len(joint) > 1 else None
+        self.register_buffer("joint_entries", torch.tensor(joint if self.joint else [],
+                                                           dtype=torch.long), persistent=False)
+        self.columns = nn.ModuleList(
+            ColumnLikelihood(column, "joint" if block.start in self.joint_entries else
+                             "optimal" if column_sigma == "joint" else column_sigma)
+            for column, block, _ in self.blocks)
         self.flags = Bernoulli((1,))
         self.on_epoch_start()
 
@@ -286,7 +384,11 @@ class Mixed(Likelihood):
         value's term is 0: its column's likelihood sees only the rows where it is present
         (an optimal sigma is estimated from those alone)."""
         parts = {}
+        joint = iter(self._joint_parts(params, x))
         for (column, block, flag), likelihood in zip(self.blocks, self.columns, strict=True):
+            if isinstance(likelihood.distribution, JointMember):
+                parts[str(column.name)] = next(joint) + likelihood.log_jacobian
+                continue
             if flag is None:
                 parts[str(column.name)] = likelihood.nll(params[:, block], x[:, block])
                 continue
@@ -297,6 +399,13 @@ class Mixed(Likelihood):
             value[present] = likelihood.nll(params[:, block][present], x[:, block][present])
             parts[str(column.name)] = value
         return parts
+
+    def _joint_parts(self, params: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """The joint Gaussian's per-sample conditional NLL of each of its columns."""
+        if self.joint is None:
+            return []
+        entries = self.joint_entries
+        return list(self.joint.conditional_nlls(params[:, entries], x[:, entries]).unbind(1))
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         parts = self.parts(params, x)
@@ -311,7 +420,9 @@ class Mixed(Likelihood):
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """A drawn encoded row; a drawn missing value's block holds 0, as in the data."""
-        rows = self._per_block(params, ColumnLikelihood.sample, self.flags.sample)
+        rows = self._per_block(params, _draw, self.flags.sample)
+        if self.joint is not None:
+            rows[:, self.joint_entries] = self.joint.sample(params[:, self.joint_entries])
         for _, block, flag in self.blocks:
             if flag is not None:
                 rows[:, block] = rows[:, block] * (1 - rows[:, flag:flag + 1])
@@ -368,7 +479,20 @@ class Mixed(Likelihood):
 
     def extra_repr(self) -> str:
         return (f"columns={len(self.table.columns)}, width={self.table.width}, "
-                f"column_sigma={self.column_sigma!r}")
+                f"column_sigma={self.column_sigma!r}, joint={len(self.joint_entries)}")
+
+
+def _can_join(column: Column, flag: int | None) -> bool:
+    """Whether a column joins the table's :class:`JointGaussian`: a standardized number (or
+    date) without missing values."""
+    return column.likelihood == "gaussian" and not column.mode_means and flag is None
+
+
+def _draw(likelihood: ColumnLikelihood, params: torch.Tensor) -> torch.Tensor:
+    """A column's draw; a joint member's mean, which the joint's draw then replaces."""
+    if isinstance(likelihood.distribution, JointMember):
+        return likelihood.mean(params)
+    return likelihood.sample(params)
 
 
 def _encoding_problem(column: Column, block: torch.Tensor,
