@@ -78,26 +78,19 @@ def test_data_smaller_than_the_processes_is_refused():
         DataParallel(0, 2).check_size(ArrayData(torch.zeros(1, 3), name="train data"))
 
 
-def test_ae_ends_as_one_process_with_the_global_batch(runs):
-    """91 samples: batches of 16 and a last one of 11, split 6 + 5."""
+@pytest.mark.parametrize("scenario", ["ae", "ae_even"])
+def test_ae_ends_as_one_process_with_the_global_batch(runs, scenario):
+    """91 samples: batches of 16 and a last one of 11, split 6 + 5; in even batches (the
+    ``ae_even`` scenario), five of 15 (split 8 + 7) and one of 16."""
     alone, folder = runs
-    (first, history), (second, _) = per_rank(folder, "ae")
+    (first, history), (second, _) = per_rank(folder, scenario)
     assert_same_states(first, second)
-    assert_same_states(first, alone["ae"][0].state_dict(), atol=1e-5)
-    for record, reference in zip(history, alone["ae"][1], strict=True):
+    assert_same_states(first, alone[scenario][0].state_dict(), atol=1e-5)
+    for record, reference in zip(history, alone[scenario][1], strict=True):
         assert record["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
-
-
-def test_even_batches_end_as_one_process_with_the_global_batch(runs):
-    """91 samples in even batches: five of 15 (parts 8 + 7) and one of 16."""
-    alone, folder = runs
-    (first, history), (second, _) = per_rank(folder, "ae_even")
-    assert_same_states(first, second)
-    assert_same_states(first, alone["ae_even"][0].state_dict(), atol=1e-5)
-    for record, reference in zip(history, alone["ae_even"][1], strict=True):
-        assert record["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
-    assert not torch.allclose(first["encoder.net.0.weight"],
-                              alone["ae"][0].state_dict()["encoder.net.0.weight"], atol=1e-3)
+    other = alone["ae_even" if scenario == "ae" else "ae"][0].state_dict()
+    assert not torch.allclose(first["encoder.net.0.weight"], other["encoder.net.0.weight"],
+                              atol=1e-3)
 
 
 def test_eval_metrics_are_those_of_one_process_on_every_rank(runs):
