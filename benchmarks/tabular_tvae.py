@@ -6,9 +6,12 @@ split 90 / 10 by ``vaebench.data.load_train_test`` (the split of ``vaebench trai
 each seed; TVAE's default networks and training (Xu et al. 2019; ctgan's ``TVAE``:
 encoder 128-128, decoder 128-128, latent 128, Adam 1e-3 with L2 1e-5, batch 500,
 loss_factor 2) and vaebench's VAE with the same MLP widths, latent size, optimizer, batch
-and number of epochs, its ``mixed`` likelihood (``vae``, numbers' sigmas at their optimum,
-the default), the same with learned sigmas (``vae_learned``, the default before) or with
-TVAE's mode-specific normalization of numbers (``vae_modes``). Each model generates as many rows as
+size and number of epochs, each epoch cut into even batches (``even_batches``: ctgan's
+loader ends an epoch of 512 rows with a step on 12), its ``mixed`` likelihood (``vae``,
+numbers' sigmas at their optimum, the default), the same with learned sigmas
+(``vae_learned``), the beta-VAE of TVAE's weighting (``vae_beta0.5``), with TVAE's
+mode-specific normalization of numbers (``vae_modes``), or with the complete numbers in
+one Gaussian of full covariance (``vae_joint``). Each model generates as many rows as
 the training split holds, scored by the same ``vaebench.metrics.tabular.table_quality``
 against the training rows (shapes, pair trends, distance to the closest record) and the
 held-out rows (ML efficacy of the table's target, the distance's reference). vaebench also
@@ -55,7 +58,7 @@ from vaebench.data.table_datasets import TABLE_TARGETS
 from vaebench.data.tables import TIME_UNITS, TableData, TableSchema, infer_schema, load_table
 from vaebench.metrics import likelihood_report
 from vaebench.metrics.tabular import NUMERIC_KINDS, table_quality
-from vaebench.tabular_likelihood import generate_table
+from vaebench.tabular_likelihood import JointMember, generate_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pythae_runs import prepare_timing, write_results  # noqa: E402
@@ -69,20 +72,21 @@ WIDTHS, LATENT, BATCH, L2, LEARNING_RATE, LOSS_FACTOR = [128, 128], 128, 500, 1e
 VAEBENCH_MODELS = {"vae": ("vae", {}, False, "optimal"),
                    "vae_learned": ("vae", {}, False, "learned"),
                    "vae_beta0.5": ("beta_vae", {"beta": 1 / LOSS_FACTOR}, False, "optimal"),
-                   "vae_modes": ("vae", {}, True, "optimal")}
+                   "vae_modes": ("vae", {}, True, "optimal"),
+                   "vae_joint": ("vae", {}, False, "joint")}
 MODELS = ["tvae", *VAEBENCH_MODELS]
 EPOCH = pd.Timestamp(0)
 
 
 # --- TVAE ----------------------------------------------------------------------------------
 
-def run_tvae(real: pd.DataFrame, schema: TableSchema, epochs: int,
+def run_tvae(real: pd.DataFrame, schema: TableSchema, epochs: int, batch: int,
              seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """ctgan's TVAE with its defaults trained on ``real``; as many rows as ``real`` holds."""
     from ctgan import TVAE
 
     model = TVAE(embedding_dim=LATENT, compress_dims=WIDTHS, decompress_dims=WIDTHS,
-                 l2scale=L2, batch_size=BATCH, epochs=epochs, loss_factor=LOSS_FACTOR,
+                 l2scale=L2, batch_size=batch, epochs=epochs, loss_factor=LOSS_FACTOR,
                  enable_gpu=False)
     model.set_random_state(seed)
     start = time.perf_counter()
@@ -135,8 +139,8 @@ def _from_tvae(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
 
 # --- vaebench ------------------------------------------------------------------------------
 
-def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, seed: int,
-                 k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, batch: int,
+                 seed: int, k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The vaebench model ``name`` (of :data:`VAEBENCH_MODELS`) with TVAE's widths and
     training; its rows and held-out likelihood."""
     model_name, options, _, column_sigma = VAEBENCH_MODELS[name]
@@ -146,9 +150,9 @@ def run_vaebench(name: str, train: TableData, test: TableData, epochs: int, seed
                                         "likelihood_kwargs": likelihood_kwargs},
                          latent_dim=LATENT, encoder_kwargs={"hidden": WIDTHS},
                          decoder_kwargs={"hidden": WIDTHS}, **options)
-    config = TrainerConfig(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
+    config = TrainerConfig(epochs=epochs, batch_size=batch, learning_rate=LEARNING_RATE,
                            optimizer_kwargs={"weight_decay": L2}, seed=seed, device="cpu",
-                           progress=False)
+                           progress=False, even_batches=True)
     start = time.perf_counter()
     Trainer(model, config).fit(train)
     seconds = time.perf_counter() - start
@@ -165,9 +169,16 @@ def _sigmas(model: torch.nn.Module) -> dict[str, float]:
     sigmas = {}
     for column, part in zip(model.likelihood.table.columns, model.likelihood.columns,
                             strict=True):
-        if column.likelihood == "gaussian":
+        if column.likelihood == "gaussian" and not isinstance(part.distribution, JointMember):
             gaussian = getattr(part.distribution, "alpha", part.distribution)
             sigmas[str(column.name)] = round(gaussian.sigma.item(), 4)
+    joint = model.likelihood.joint
+    if joint is not None:  # each joint column's marginal sigma
+        columns = model.likelihood.table.columns
+        members = [str(column.name) for column, part in zip(columns, model.likelihood.columns,
+                                                            strict=True)
+                   if isinstance(part.distribution, JointMember)]
+        sigmas.update(zip(members, joint.sigma.round(decimals=4).tolist(), strict=True))
     return sigmas
 
 
@@ -182,17 +193,18 @@ def _with_modes(train: TableData, test: TableData) -> tuple[TableData, TableData
 
 # --- one table, one seed -------------------------------------------------------------------
 
-def run_table(name: str, models: list[str], epochs: int, seed: int, k: int) -> list[dict]:
+def run_table(name: str, models: list[str], epochs: int, batch: int, seed: int,
+              k: int) -> list[dict]:
     """Every model of ``models`` on the table ``name`` split by ``seed``: one row each."""
     train, test = load_train_test(name, seed=seed)
     real, holdout = train.to_frame(), test.to_frame()
     rows = []
     for model in models:
         if model == "tvae":
-            synthetic, figures = run_tvae(real, train.schema, epochs, seed)
+            synthetic, figures = run_tvae(real, train.schema, epochs, batch, seed)
         else:
             data = _with_modes(train, test) if VAEBENCH_MODELS[model][2] else (train, test)
-            synthetic, figures = run_vaebench(model, *data, epochs, seed, k)
+            synthetic, figures = run_vaebench(model, *data, epochs, batch, seed, k)
         quality = table_quality(real, synthetic, train.schema, TABLE_TARGETS[name],
                                 holdout=holdout, seed=seed)
         rows.append({"table": name, "model": model, "seed": seed, **figures,
@@ -211,7 +223,8 @@ def _headline(quality: dict[str, Any]) -> dict[str, float]:
             "ml_synthetic": efficacy["synthetic"][score], "ml_real": efficacy["real"][score],
             "dcr_median": privacy["synthetic"]["median"],
             "dcr_holdout_median": privacy["holdout"]["median"],
-            "copies": privacy["synthetic"]["copies"]}
+            "copies": privacy["synthetic"]["copies"],
+            "privacy": privacy["overfitting_protection"]["score"]}
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -219,7 +232,7 @@ def _headline(quality: dict[str, Any]) -> dict[str, float]:
 COLUMNS = [("column_shapes", "shapes"), ("column_pair_trends", "pair trends"),
            ("ml_synthetic", "ML: synthetic"), ("ml_real", "ML: real"),
            ("dcr_median", "DCR"), ("dcr_holdout_median", "DCR: held-out"),
-           ("copies", "copies"), ("test_log_likelihood", "log p(x)"),
+           ("copies", "copies"), ("privacy", "privacy"), ("test_log_likelihood", "log p(x)"),
            ("test_elbo", "ELBO"), ("train_seconds", "train s")]
 
 
@@ -246,12 +259,13 @@ def _cell(values: list[float | None]) -> str:
 
 
 def _footnote(settings: dict[str, Any]) -> str:
-    return (f"{settings['epochs']} epochs, batch {BATCH}, seeds {settings['seeds']} (each a "
-            "90 / 10 split and the models' seed), torch threads "
+    return (f"{settings['epochs']} epochs, batch {settings['batch_size']} (vaebench: even "
+            f"batches), seeds {settings['seeds']} (each a 90 / 10 split and the models' seed), "
+            "torch threads "
             f"{settings['threads']}; ML: macro F1 (wine, breast_cancer, synthetic_mixed) or "
             "R^2 (diabetes) on the held-out rows; DCR: median distance to the closest "
-            "training row; log p(x) and ELBO: held-out, nats per row, "
-            f"k = {settings['k']}.")
+            "training row; privacy: overfitting protection (1 best); log p(x) and ELBO: "
+            f"held-out, nats per row, k = {settings['k']}.")
 
 
 def main() -> None:
@@ -260,9 +274,10 @@ def main() -> None:
     seeds = list(range(args.seed, args.seed + args.repeats))
     models = args.models.split(",")
     rows = [row for seed in seeds for table in args.tables.split(",")
-            for row in run_table(table, models, args.epochs, seed, args.k)]
+            for row in run_table(table, models, args.epochs, args.batch, seed, args.k)]
     settings = {"epochs": args.epochs, "seeds": seeds, "threads": args.threads, "k": args.k,
-                "batch_size": BATCH, "widths": WIDTHS, "latent": LATENT, "l2": L2,
+                "batch_size": args.batch, "vaebench_even_batches": True, "widths": WIDTHS,
+                "latent": LATENT, "l2": L2,
                 "learning_rate": LEARNING_RATE, "tvae_loss_factor": LOSS_FACTOR,
                 "python": platform.python_version(), "torch": torch.__version__,
                 "ctgan": _version("ctgan"), "sdmetrics": _version("sdmetrics")}
@@ -274,6 +289,7 @@ def main() -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=300, help="TVAE's default: 300")
+    parser.add_argument("--batch", type=int, default=BATCH, help="TVAE's default: 500")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--tables", default=",".join(TABLE_TARGETS))
     parser.add_argument("--seed", type=int, default=0)
