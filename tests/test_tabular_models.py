@@ -117,7 +117,10 @@ def test_cli_trains_on_a_csv_and_samples_a_csv(tmp_path, capsys):
 def test_bundled_tables_train_from_the_cli(tmp_path):
     out = tmp_path / "wine"
     assert main(["train", "--dataset", "wine", "--model", "vae", "--latent-dim", "2",
-                 "--epochs", "1", "--iwae-k", "2", "--output", str(out), "--no-progress"]) == 0
+                 "--epochs", "1", "--iwae-k", "2", "--output", str(out), "--no-progress",
+                 "--option", 'likelihood_kwargs={"column_sigma": "joint"}']) == 0
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["training_data"]["dataset"] == "wine"
-    assert load_model(out / "model").config.likelihood == "mixed"
+    model = load_model(out / "model")
+    assert model.config.likelihood == "mixed" and model.likelihood.column_sigma == "joint"
+    assert len(model.likelihood.joint_entries) == 11  # the 11 measurements that are not counts

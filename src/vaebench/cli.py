@@ -415,7 +415,7 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
     options = dict(args.option)
     options.update({k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder))
                     if v is not None})
-    options.update(_likelihood(args, train))
+    options.update(_likelihood(args, train, options.get("likelihood_kwargs")))
     model = create_model(
         args.model, input_dim=train.sample_shape, latent_dim=args.latent_dim,
         sigma_per=args.sigma_per, trust_code=args.trust_code, **options)
@@ -460,10 +460,15 @@ def _train_and_report(args: argparse.Namespace, trackers: list[Any]) -> int:
     return 0
 
 
-def _likelihood(args: argparse.Namespace, train: ArrayData) -> dict[str, Any]:
+def _likelihood(args: argparse.Namespace, train: ArrayData,
+                given: Any = None) -> dict[str, Any]:
     """The likelihood fields of ``vaebench train``'s model, chosen as the benchmark chooses
-    them (:func:`~vaebench.data.tables.likelihood_fields`); an automatic choice is said."""
+    them (:func:`~vaebench.data.tables.likelihood_fields`); an automatic choice is said. A
+    table's likelihood keeps the ``likelihood_kwargs`` the user ``given`` beside its schema
+    (``--option 'likelihood_kwargs={"column_sigma": "joint"}'``)."""
     fields = likelihood_fields(train, args.likelihood, _sigma(args.sigma))
+    if isinstance(train, TableData) and isinstance(given, dict):
+        fields["likelihood_kwargs"] = {**given, **fields["likelihood_kwargs"]}
     if args.likelihood == AUTO and not isinstance(train, TableData):
         likelihood, sigma = fields["likelihood"], fields["sigma"]
         _say(args, f"likelihood {likelihood}" + (f" with sigma {sigma!r}" if likelihood ==
