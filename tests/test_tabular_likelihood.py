@@ -196,7 +196,11 @@ def test_learned_sigmas_stay_reachable_and_bad_sigmas_are_refused():
     model = VAE(**{**table.model_options(), "likelihood_kwargs": kwargs}, **SMALL)
     gaussian = model.likelihood.columns[0].distribution
     assert gaussian.mode == "learned" and gaussian.sigma.item() == pytest.approx(1, abs=2e-3)
-    assert VAE(**table.model_options(), **SMALL).likelihood.column_sigma == "optimal"
+    assert VAE(**table.model_options(), **SMALL).likelihood.column_sigma == "joint"
+    # a config without the key (saved before it was written) keeps independent sigmas
+    schema_only = {"likelihood_kwargs": {"table": table.schema.to_dict()}}
+    assert VAE(**{**table.model_options(), **schema_only}, **SMALL).likelihood.column_sigma \
+        == "optimal"
     with pytest.raises(ValidationError, match="column_sigma must be one of"):
         VAE(**{**table.model_options(), "likelihood_kwargs": {**kwargs, "column_sigma": "fixed"}})
 
@@ -317,9 +321,9 @@ def _correlated(n=300, seed=0):
 
 
 def test_joint_numbers_score_the_chain_rule_of_their_multivariate_gaussian():
-    """The joint columns' parts, summed over the first j, are -log of the first j columns'
-    marginal under torch's MultivariateNormal (plus the standardizations' log scales); the
-    other columns' parts are as with independent sigmas."""
+    """In evaluation, the joint columns' parts, summed over the first j, are -log of the
+    first j columns' marginal under torch's MultivariateNormal (plus the standardizations'
+    log scales); the other columns' parts are as with independent sigmas."""
     table = load_table(_correlated())
     joint = Mixed(table.sample_shape, table.schema, column_sigma="joint").double()
     alone = Mixed(table.sample_shape, table.schema).double()
@@ -352,11 +356,14 @@ def test_joint_covariance_is_the_residuals_and_draws_keep_it():
     batches = [torch.randn(x.shape, generator=gen, dtype=torch.float64) * 0.3 for _ in range(2)]
     entries = joint.joint_entries
     residuals = [(x - p)[:, entries] for p in batches]
-    for p in batches:  # a batch's terms use the estimate from before it
-        before = joint.eval().nll(p, x)
-        torch.testing.assert_close(joint.train().nll(p, x), before)
+    alone = Mixed(table.sample_shape, table.schema).double()
+    for p in batches:  # in training, each number alone at Sigma_jj, the estimate before it
+        torch.testing.assert_close(joint.train().parts(p, x), alone.train().parts(p, x),
+                                   rtol=1e-5, atol=1e-5)  # floors: + 1e-6, and max(., 1e-6)
     want = sum(r.T @ r / len(r) for r in residuals) / 2  # the cumulative mean of two batches
     torch.testing.assert_close(joint.joint.running_covariance, want)
+    sigmas = [alone.columns[i].distribution.sigma.item() for i in (0, 1, 4)]
+    torch.testing.assert_close(joint.joint.sigma, torch.tensor(sigmas, dtype=torch.float64))
     torch.manual_seed(0)
     mean = torch.zeros(20000, x.shape[1], dtype=torch.float64)
     draws = joint.eval().sample(mean)[:, entries]

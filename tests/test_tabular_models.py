@@ -118,9 +118,16 @@ def test_bundled_tables_train_from_the_cli(tmp_path):
     out = tmp_path / "wine"
     assert main(["train", "--dataset", "wine", "--model", "vae", "--latent-dim", "2",
                  "--epochs", "1", "--iwae-k", "2", "--output", str(out), "--no-progress",
-                 "--option", 'likelihood_kwargs={"column_sigma": "joint"}']) == 0
+                 "--option", 'likelihood_kwargs={"column_sigma": "learned"}']) == 0
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["training_data"]["dataset"] == "wine"
     model = load_model(out / "model")
-    assert model.config.likelihood == "mixed" and model.likelihood.column_sigma == "joint"
-    assert len(model.likelihood.joint_entries) == 11  # the 11 measurements that are not counts
+    assert model.config.likelihood == "mixed" and model.likelihood.column_sigma == "learned"
+    assert model.likelihood.joint is None
+    default = tmp_path / "default"
+    assert main(["train", "--dataset", "wine", "--model", "vae", "--latent-dim", "2",
+                 "--epochs", "1", "--iwae-k", "2", "--output", str(default),
+                 "--no-progress"]) == 0
+    joint = load_model(default / "model").likelihood
+    assert joint.column_sigma == "joint"
+    assert len(joint.joint_entries) == 11  # the 11 measurements that are not counts

@@ -464,11 +464,11 @@ def _likelihood(args: argparse.Namespace, train: ArrayData,
                 given: Any = None) -> dict[str, Any]:
     """The likelihood fields of ``vaebench train``'s model, chosen as the benchmark chooses
     them (:func:`~vaebench.data.tables.likelihood_fields`); an automatic choice is said. A
-    table's likelihood keeps the ``likelihood_kwargs`` the user ``given`` beside its schema
-    (``--option 'likelihood_kwargs={"column_sigma": "joint"}'``)."""
+    table's likelihood takes the ``likelihood_kwargs`` the user ``given`` over its own
+    (``--option 'likelihood_kwargs={"column_sigma": "learned"}'``)."""
     fields = likelihood_fields(train, args.likelihood, _sigma(args.sigma))
     if isinstance(train, TableData) and isinstance(given, dict):
-        fields["likelihood_kwargs"] = {**given, **fields["likelihood_kwargs"]}
+        fields["likelihood_kwargs"] = {**fields["likelihood_kwargs"], **given}
     if args.likelihood == AUTO and not isinstance(train, TableData):
         likelihood, sigma = fields["likelihood"], fields["sigma"]
         _say(args, f"likelihood {likelihood}" + (f" with sigma {sigma!r}" if likelihood ==

@@ -12,9 +12,10 @@ in its own units:
   (``column_sigma="optimal"``) sigma is the calibrated one of Rybkin et al. (2021), its
   maximum-likelihood value: the root of a running mean of the column's squared error over
   the training batches (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``,
-  one sigma per dimension); ``column_sigma="joint"`` scores the numbers without missing
-  values together, with a full covariance at its maximum-likelihood value
-  (:class:`JointGaussian`); ``column_sigma="learned"`` makes it a parameter trained with
+  one sigma per dimension); with ``column_sigma="joint"`` evaluation and generation
+  score and draw the numbers without missing values together, with a full covariance at
+  its maximum-likelihood value (:class:`JointGaussian`); ``column_sigma="learned"`` makes
+  it a parameter trained with
   the others;
 * categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
 * counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
@@ -163,10 +164,14 @@ class JointGaussian(nn.Module):
     the training batches (each batch scored at the estimate the batches before it left,
     then updating it, as a column's optimal sigma), floored at SIGMA_MIN^2 I.
 
-    A row's NLL splits by the chain rule into one conditional per column: with Sigma = L L^T
-    and w = L^{-1} r, column j's term 0.5 w_j^2 + log L_jj + 0.5 log 2 pi is
-    -log p(x_j | x_1..x_{j-1}, z). Draws are mu + L eps, so generated rows keep the
-    residuals' correlations, which independent sigmas would average away.
+    Evaluation and generation use the whole of Sigma. A row's NLL splits by the chain rule
+    into one conditional per column: with Sigma = L L^T and w = L^{-1} r, column j's term
+    0.5 w_j^2 + log L_jj + 0.5 log 2 pi is -log p(x_j | x_1..x_{j-1}, z); draws are
+    mu + L eps, so generated rows keep the residuals' correlations, which independent sigmas
+    would average away. Training scores each number alone, at sigma_j^2 = Sigma_jj (its
+    optimal sigma): scored with the cross terms, the decoder's covariance would hold the
+    correlations from the first steps and the latent code would not learn them, nor what
+    ties the numbers to the other columns.
     """
 
     def __init__(self, size: int, momentum: float):
@@ -182,14 +187,16 @@ class JointGaussian(nn.Module):
         return torch.linalg.cholesky(covariance + SIGMA_MIN**2 * eye)
 
     def conditional_nlls(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(B, size): each column's -log p(x_j | x_<j, z), then the running Sigma updated."""
+        """(B, size): each column's -log p(x_j | x_<j, z); in training each column's
+        -log N(x_j; mu_j, Sigma_jj), then the running Sigma updated."""
         residual = (x - mean).to(self.running_covariance.dtype)
+        if self.training:
+            variance = self.running_covariance.diagonal() + SIGMA_MIN**2
+            self._track(residual.detach())
+            return 0.5 * (residual**2 / variance + variance.log() + LOG_2PI)
         tril = self.scale_tril()
         whitened = torch.linalg.solve_triangular(tril, residual.T, upper=False).T
-        terms = 0.5 * whitened**2 + tril.diagonal().log() + 0.5 * LOG_2PI
-        if self.training:
-            self._track(residual.detach())
-        return terms
+        return 0.5 * whitened**2 + tril.diagonal().log() + 0.5 * LOG_2PI
 
     def sample(self, mean: torch.Tensor) -> torch.Tensor:
         tril = self.scale_tril()
@@ -326,9 +333,10 @@ class Mixed(Likelihood):
     :data:`COLUMN_SIGMAS`: ``"optimal"`` (default), its maximum-likelihood value, the root
     of a running mean of the column's squared error over the training batches, which each
     batch updates after its terms are computed (so no term depends on the other rows of its
-    batch), used in evaluation and generation as it stands after training; ``"joint"``, the
-    numbers without missing values scored together by a :class:`JointGaussian` whose full
-    covariance is estimated the same way (the others as ``"optimal"``); ``"learned"``, a
+    batch), used in evaluation and generation as it stands after training; ``"joint"``, as
+    ``"optimal"`` in training, while evaluation and generation score and draw the numbers
+    without missing values together, with the full covariance of their residuals estimated
+    the same way (:class:`JointGaussian`); ``"learned"``, a
     parameter (log sigma) trained with the others, starting at the column's spread.
     ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
     flag's, as ``"name:missing"``); in training mode their means over an epoch are reported

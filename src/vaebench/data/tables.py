@@ -574,8 +574,10 @@ class TableData(ArrayData):
 
     @property
     def likelihood_kwargs(self) -> dict[str, Any]:
-        """What the ``mixed`` likelihood is built from: this table's schema."""
-        return {"table": self.schema.to_dict()}
+        """What the ``mixed`` likelihood is built from: this table's schema, and the numbers
+        scored and drawn with the full covariance of their residuals (``column_sigma=
+        "joint"``, :class:`~vaebench.tabular_likelihood.JointGaussian`)."""
+        return {"table": self.schema.to_dict(), "column_sigma": "joint"}
 
     def model_options(self) -> dict[str, Any]:
         """The config fields of a model of this table: ``VAE(**data.model_options())``."""
