@@ -73,8 +73,13 @@ def test_integer_rules():
                               "signed": "numeric", "real": "numeric", "text": "categorical",
                               "stamp": "datetime"}
     assert schema.columns[3].decimals == 0 and schema.columns[-1].unit == "s"
-    assert schema.columns[2].likelihood == "negative_binomial"
+    # "many" spreads over 52 whole numbers a standard deviation: a dequantized Gaussian;
+    # "few" as a count spreads over 1.1: a negative binomial
+    assert schema.columns[2].likelihood == "dequantized_gaussian"
     assert infer_schema(frame, max_categories=3).columns[0].kind == "count"
+    assert infer_schema(frame, max_categories=3).columns[0].likelihood == "negative_binomial"
+    declared = infer_schema(frame, kinds={"many": "negative_binomial"}).columns[2]
+    assert declared.likelihood == "negative_binomial"
     pd.testing.assert_frame_equal(_round_trip(frame), frame)
 
 

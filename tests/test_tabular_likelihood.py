@@ -296,7 +296,8 @@ def test_scales_start_at_the_columns_marginal_spread():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"proline": rng.poisson(rng.gamma(6, 120, 500)),
                           "x": np.linspace(0.5, 9.5, 500)})
-    counts, numeric = _start_scales(frame, mode_specific=True)
+    counts, numeric = _start_scales(frame, kinds={"proline": "negative_binomial"},
+                                    mode_specific=True)
     mean, var = frame["proline"].mean(), frame["proline"].var(ddof=0)
     assert counts.distribution.log_dispersion.exp().item() == pytest.approx(
         mean**2 / (var - mean), rel=1e-5)
@@ -386,3 +387,51 @@ def test_joint_model_saves_and_loads(tmp_path):
     first = loaded.generate(50)
     torch.manual_seed(3)
     assert first.equals(model.generate(50))
+
+
+def _with_counts(n=300, seed=0):
+    """Two correlated counts in the tens and a number."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=n)
+    return pd.DataFrame({"visits": np.round(60 + 12 * base + 3 * rng.normal(size=n)).astype(int),
+                         "calls": np.round(40 + 8 * base + 2 * rng.normal(size=n)).astype(int),
+                         "height": 170 + 10 * base + rng.normal(size=n)})
+
+
+def test_a_dequantized_count_bounds_its_probability_from_above():
+    """Averaged over its uniform noise, a dequantized count's part is at least -log P(k),
+    P(k) the Gaussian's mass on (k - 1/2, k + 1/2) in the count's units, and close to it for a
+    count spread over many whole numbers."""
+    frame = _with_counts()
+    table = load_table(frame, kinds={"visits": "dequantized_gaussian"})
+    column = table.schema.columns[0]
+    assert (column.kind, column.likelihood) == ("count", "dequantized_gaussian")
+    likelihood = Mixed(table.sample_shape, table.schema).double().eval()
+    x = torch.from_numpy(table.schema.encode(frame, np.float64))
+    params = torch.randn(x.shape, generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64) * 0.5
+    torch.manual_seed(0)
+    draws = [likelihood.parts(params, x)["visits"] for _ in range(4000)]
+    mean_part = torch.stack(draws).mean(0)
+    sigma = likelihood.columns[0].distribution.sigma.item() * column.scale  # in counts
+    normal = D.Normal(params[:, 0] * column.scale + column.center, sigma)
+    k = torch.from_numpy(frame["visits"].to_numpy(np.float64))
+    mass = normal.cdf(k + 0.5) - normal.cdf(k - 0.5)
+    assert bool((mean_part >= -mass.log() - 1e-3).all())
+    torch.testing.assert_close(mean_part, -mass.log(), atol=1e-2, rtol=0)  # Monte Carlo
+
+
+def test_dequantized_counts_join_the_covariance_and_decode_to_whole_numbers():
+    frame = _with_counts()
+    kinds = {"visits": "dequantized_gaussian", "calls": "dequantized_gaussian"}
+    table = load_table(frame, kinds=kinds)
+    model = VAE(**table.model_options(), **SMALL)
+    assert model.likelihood.joint_entries.tolist() == [0, 1, 2]
+    Trainer(model, TrainerConfig(epochs=3, batch_size=100, progress=False)).fit(table)
+    assert model.likelihood.joint.running_covariance[0, 1] > 0.3  # the counts' correlation
+    generated = model.generate(400)
+    for name in ("visits", "calls"):
+        assert generated[name].dtype == frame[name].dtype and (generated[name] >= 0).all()
+    assert np.corrcoef(generated["visits"], generated["calls"])[0, 1] > 0.5
+    with pytest.raises(ValueError, match="whole numbers|count"):
+        load_table(frame, kinds={"height": "dequantized_gaussian"})

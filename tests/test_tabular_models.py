@@ -130,4 +130,4 @@ def test_bundled_tables_train_from_the_cli(tmp_path):
                  "--no-progress"]) == 0
     joint = load_model(default / "model").likelihood
     assert joint.column_sigma == "joint"
-    assert len(joint.joint_entries) == 11  # the 11 measurements that are not counts
+    assert len(joint.joint_entries) == 13  # the 13 measurements, two of them counts

@@ -242,23 +242,31 @@ class ColumnLikelihood(nn.Module):
     """p(x_j | z) of one column, on its value block of the encoded row.
 
     Counts are held standardized in the block, (k - center) / scale, so that the encoder
-    sees well-scaled inputs; they are scored at k, with the decoder's output offset by
-    log(center) (the rate starts at the column's mean). A Gaussian column adds log(scale).
-    ``sigma``: how a Gaussian's sigma is set, ``"optimal"`` or ``"learned"``.
+    sees well-scaled inputs; a Poisson or negative binomial count is scored at k, with the
+    decoder's output offset by log(center) (the rate starts at the column's mean). A Gaussian
+    column adds log(scale). A ``dequantized_gaussian`` count is a Gaussian on k + u, u drawn
+    uniformly in (-1/2, 1/2) at each scoring: E_u[-log p(k + u)] >= -log P(k), with P(k)
+    the density's mass on (k - 1/2, k + 1/2) (uniform dequantization, Theis, van den Oord and
+    Bethge, "A note on the evaluation of generative models", ICLR 2016), so its terms bound
+    the count's NLL from above. ``sigma``: how a Gaussian's sigma is set (see :class:`Mixed`).
     """
 
     def __init__(self, column: Column, sigma: str = "optimal"):
         super().__init__()
         self.distribution = _distribution(column, sigma)
-        self.is_count = column.kind == "count"
+        self.is_count = column.likelihood in ("poisson", "negative_binomial")
         self.center, self.scale = column.center, column.scale
-        standardized = column.likelihood == "gaussian" and not column.mode_means
+        standardized = column.likelihood in GAUSSIANS and not column.mode_means
         self.log_jacobian = math.log(column.scale) if standardized else 0.0
         self.log_offset = math.log(column.center) if self.is_count else 0.0
+        #: The width of one whole number in the block, for a dequantized count (else 0).
+        self.bin_width = 1 / column.scale if column.likelihood == "dequantized_gaussian" \
+            else 0.0
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.is_count:
             x = torch.round(x * self.scale + self.center).clamp_min(0)
+        x = _dequantized(x, self.bin_width)
         return self.distribution.nll(params + self.log_offset, x) + self.log_jacobian
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -278,11 +286,23 @@ def _distribution(column: Column, sigma: str) -> Likelihood:
         return JointMember()
     if column.mode_means:
         return ModeSpecific(column.mode_stds, sigma)
-    if column.likelihood == "gaussian":
+    if column.likelihood in GAUSSIANS:
         return _value_gaussian(sigma, start=1.0)
     if column.likelihood == "negative_binomial":
         return NegativeBinomial((1,), _moment_dispersion(column))
     return _DISTRIBUTIONS[column.likelihood]((column.value_width,))
+
+
+#: The column likelihoods that are Gaussians on the block (numbers, dates, dequantized
+#: counts).
+GAUSSIANS = ("gaussian", "dequantized_gaussian")
+
+
+def _dequantized(x: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
+    """``x`` plus uniform noise on (-width / 2, width / 2) (nothing where width is 0)."""
+    if isinstance(width, float) and width == 0.0:
+        return x
+    return x + (torch.rand_like(x) - 0.5) * width
 
 
 #: How the sigma of a number's Gaussian is set: each number's own sigma at its
@@ -362,6 +382,11 @@ class Mixed(Likelihood):
             ColumnLikelihood(column, "joint" if block.start in self.joint_entries else
                              "optimal" if column_sigma == "joint" else column_sigma)
             for column, block, _ in self.blocks)
+        widths = [part.bin_width for part, (_, block, _) in zip(self.columns, self.blocks,
+                                                                 strict=True)
+                  if block.start in self.joint_entries]
+        self.register_buffer("joint_bin_widths", torch.tensor(widths), persistent=False)
+        self.joint_dequantizes = any(widths)
         self.flags = Bernoulli((1,))
         self.on_epoch_start()
 
@@ -413,7 +438,10 @@ class Mixed(Likelihood):
         if self.joint is None:
             return []
         entries = self.joint_entries
-        return list(self.joint.conditional_nlls(params[:, entries], x[:, entries]).unbind(1))
+        values = x[:, entries]
+        if self.joint_dequantizes:
+            values = _dequantized(values, self.joint_bin_widths.to(x.dtype))
+        return list(self.joint.conditional_nlls(params[:, entries], values).unbind(1))
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         parts = self.parts(params, x)
@@ -492,8 +520,8 @@ class Mixed(Likelihood):
 
 def _can_join(column: Column, flag: int | None) -> bool:
     """Whether a column joins the table's :class:`JointGaussian`: a standardized number (or
-    date) without missing values."""
-    return column.likelihood == "gaussian" and not column.mode_means and flag is None
+    date, or dequantized count) without missing values."""
+    return column.likelihood in GAUSSIANS and not column.mode_means and flag is None
 
 
 def _draw(likelihood: ColumnLikelihood, params: torch.Tensor) -> torch.Tensor:

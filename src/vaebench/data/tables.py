@@ -8,7 +8,8 @@ kind          holds                           encoded block               likeli
 ============  ==============================  ==========================  ==================
 numeric       real numbers                    (x - center) / scale        gaussian
 count         integers >= 0                   (k - center) / scale        negative_binomial
-                                                                          (or poisson)
+                                                                          (or poisson, or
+                                                                          dequantized_gaussian)
 categorical   labels (text, a few integers)   one-hot over the labels     categorical
 boolean       two values                      0 or 1                      bernoulli
 datetime      dates, date-times               (t - center) / scale        gaussian
@@ -49,14 +50,20 @@ MAX_CATEGORIES = 10
 #: Text columns with more distinct values than this are refused unless declared categorical
 #: (identifiers and free text are not categories).
 MAX_TEXT_LABELS = 100
+#: A count whose standard deviation is at least this many whole numbers is scored by a
+#: dequantized Gaussian (which joins the numbers' covariance), a smaller one by a negative
+#: binomial: spread this wide, a Gaussian's mass on one whole number is its density there to
+#: within 1 / (24 sigma^2) nats, and such counts are mostly measurements (an age, a level).
+GAUSSIAN_COUNT_SPREAD = 10.0
 #: File suffixes read as tables.
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
-#: The likelihood of each kind (counts may also use "poisson").
+#: The likelihood of each kind (counts may also use another of COUNT_LIKELIHOODS).
 KIND_LIKELIHOODS = {"numeric": "gaussian", "count": "negative_binomial",
                     "categorical": "categorical", "boolean": "bernoulli",
                     "datetime": "gaussian"}
 #: What a schema given by the user may say of a column: a kind, or a count's likelihood.
-DECLARED_KINDS = (*KIND_LIKELIHOODS, "poisson", "negative_binomial")
+COUNT_LIKELIHOODS = ("negative_binomial", "poisson", "dequantized_gaussian")
+DECLARED_KINDS = (*KIND_LIKELIHOODS, *COUNT_LIKELIHOODS)
 #: Mode-specific normalization: at most this many modes, each with at least this weight.
 MAX_MODES, MIN_MODE_WEIGHT = 10, 0.005
 #: Units of datetime columns, coarsest first, in nanoseconds.
@@ -73,7 +80,8 @@ class Column(Config):
 
     name: str | int
     kind: Literal["numeric", "count", "categorical", "boolean", "datetime"]
-    likelihood: Literal["gaussian", "negative_binomial", "poisson", "categorical", "bernoulli"]
+    likelihood: Literal["gaussian", "negative_binomial", "poisson", "dequantized_gaussian",
+                        "categorical", "bernoulli"]
     dtype: str = Field(description="the pandas dtype decoding gives back")
     missing: bool = Field(False, description="whether the block is followed by a "
                                              "missingness flag")
@@ -94,7 +102,7 @@ class Column(Config):
 
     @model_validator(mode="after")
     def _likelihood_fits_kind(self) -> Column:
-        allowed = ("poisson", "negative_binomial") if self.kind == "count" else \
+        allowed = COUNT_LIKELIHOODS if self.kind == "count" else \
             (KIND_LIKELIHOODS[self.kind],)
         if self.likelihood not in allowed:
             raise ValueError(f"column {self.name!r}: a {self.kind} column takes likelihood "
@@ -245,18 +253,20 @@ def _fit_column(series: pd.Series, declared: str | None, max_categories: int,
         raise ValueError(f"column {name!r} is constant (its only value is "
                          f"{present.iloc[0]!r}): drop it, it carries no information")
     kind = _kind_of(declared) or _infer_kind(present, max_categories)
-    likelihood = declared if declared in ("poisson", "negative_binomial") else \
-        KIND_LIKELIHOODS[kind]
+    stats = _FITTERS[kind](present)
+    likelihood = declared if declared in COUNT_LIKELIHOODS else KIND_LIKELIHOODS[kind]
+    if kind == "count" and declared in (None, "count") and \
+            stats["scale"] >= GAUSSIAN_COUNT_SPREAD:
+        likelihood = "dequantized_gaussian"
     base = {"name": name, "kind": kind, "likelihood": likelihood,
             "dtype": str(series.dtype), "missing": bool(missing.any())}
-    stats = _FITTERS[kind](present)
     if kind == "numeric" and mode_specific:
         stats.update(_fit_modes(_numbers(present)))
     return Column(**base, **stats)
 
 
 def _kind_of(declared: str | None) -> str | None:
-    return "count" if declared in ("poisson", "negative_binomial") else declared
+    return "count" if declared in COUNT_LIKELIHOODS else declared
 
 
 def _infer_kind(present: pd.Series, max_categories: int) -> str:
