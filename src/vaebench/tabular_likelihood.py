@@ -1,25 +1,27 @@
 """The likelihood of a table row: one likelihood per column, their NLLs summed.
 
 ``mixed`` is built from a table's schema (:mod:`vaebench.data.tables`), given to a model as
-``likelihood_kwargs={"table": schema}``. Each column is scored by the distribution of its
-kind on its block of the encoded row, and the row's NLL is the sum over its columns, every
-constant kept, so that the ELBO and the importance-sampled log p(x) are those of the table
-in its own units:
+``likelihood_kwargs={"table": schema, "column_sigma": ...}``
+(:attr:`~vaebench.data.tables.TableData.likelihood_kwargs`). Each column is scored by the
+distribution of its kind on its block of the encoded row, and the row's NLL is the sum over
+its columns, every constant kept, so that the ELBO and the importance-sampled log p(x) are
+those of the table in its own units:
 
 * numeric and datetime columns: the existing ``gaussian`` likelihood with a sigma per
   column, on the standardized value, plus log(scale) (the Jacobian of the
-  standardization): a density per unit of the column. By default
-  (``column_sigma="optimal"``) sigma is the calibrated one of Rybkin et al. (2021), its
-  maximum-likelihood value: the root of a running mean of the column's squared error over
-  the training batches (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``,
-  one sigma per dimension); with ``column_sigma="joint"`` evaluation and generation
-  score and draw the numbers without missing values together, with a full covariance at
-  its maximum-likelihood value (:class:`JointGaussian`); ``column_sigma="learned"`` makes
-  it a parameter trained with
-  the others;
+  standardization): a density per unit of the column. With ``column_sigma="optimal"``
+  sigma is the calibrated one of Rybkin et al. (2021), its maximum-likelihood value: the
+  root of a running mean of the column's squared error over the training batches
+  (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``, one sigma per
+  dimension); ``"joint"`` (what ``load_table`` chooses) trains the same way, while
+  evaluation and generation score and draw the numbers without missing values together,
+  with a full covariance at its maximum-likelihood value (:class:`JointGaussian`);
+  ``"learned"`` makes sigma a parameter trained with the others;
 * categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
 * counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
-  the log of the mean, scored at the count itself (the block holds it standardized);
+  the log of the mean, scored at the count itself (the block holds it standardized), or a
+  Gaussian as a number's on the count dequantized by uniform noise
+  (``dequantized_gaussian``, :class:`ColumnLikelihood`), which may join the joint one;
 * a column with missing values: its missingness flag is a Bernoulli, and its value term
   counts only where the value is present, so p(row) = prod_j p(flag_j) p(x_j)^(1 - flag_j).
 
