@@ -11,8 +11,9 @@ loader ends an epoch of 512 rows with a step on 12), its ``mixed`` likelihood (`
 numbers' sigmas at their optimum, the default), the same with learned sigmas
 (``vae_learned``), the beta-VAE of TVAE's weighting (``vae_beta0.5``), with TVAE's
 mode-specific normalization of numbers (``vae_modes``), with the complete numbers scored
-and drawn with the full covariance of their residuals (``vae_joint``, the default), and
-that with the prior's KL warm-up (``vae_joint_warmup``). Each model generates as many rows as
+and drawn with the full covariance of their residuals (``vae_joint``, the default), that
+with the prior's KL warm-up (``vae_joint_warmup``), or with the numbers' mean shifted by the
+row's categories (``vae_conditional``). Each model generates as many rows as
 the training split holds, scored by the same ``vaebench.metrics.tabular.table_quality``
 against the training rows (shapes, pair trends, distance to the closest record) and the
 held-out rows (ML efficacy of the table's target, the distance's reference). vaebench also
@@ -81,7 +82,8 @@ VAEBENCH_MODELS = {"vae": ("vae", {}, False, "optimal"),
                    "vae_beta0.5": ("beta_vae", {"beta": 1 / LOSS_FACTOR}, False, "optimal"),
                    "vae_modes": ("vae", {}, True, "optimal"),
                    "vae_joint": ("vae", {}, False, "joint"),
-                   "vae_joint_warmup": ("vae", WARMUP, False, "joint")}
+                   "vae_joint_warmup": ("vae", WARMUP, False, "joint"),
+                   "vae_conditional": ("vae", {}, False, "conditional")}
 MODELS = ["tvae", *VAEBENCH_MODELS]
 EPOCH = pd.Timestamp(0)
 

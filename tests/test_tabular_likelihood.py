@@ -196,7 +196,7 @@ def test_learned_sigmas_stay_reachable_and_bad_sigmas_are_refused():
     model = VAE(**{**table.model_options(), "likelihood_kwargs": kwargs}, **SMALL)
     gaussian = model.likelihood.columns[0].distribution
     assert gaussian.mode == "learned" and gaussian.sigma.item() == pytest.approx(1, abs=2e-3)
-    assert VAE(**table.model_options(), **SMALL).likelihood.column_sigma == "joint"
+    assert VAE(**table.model_options(), **SMALL).likelihood.column_sigma == "conditional"
     # a config without the key (saved before it was written) keeps independent sigmas
     schema_only = {"likelihood_kwargs": {"table": table.schema.to_dict()}}
     assert VAE(**{**table.model_options(), **schema_only}, **SMALL).likelihood.column_sigma \
@@ -334,8 +334,8 @@ def test_joint_numbers_score_the_chain_rule_of_their_multivariate_gaussian():
     gen = torch.Generator().manual_seed(0)
     factor = torch.randn(3, 3, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        joint.joint.running_covariance.copy_(factor @ factor.T + 0.5 * torch.eye(3))
-    covariance = joint.joint.running_covariance + 1e-6 * torch.eye(3, dtype=torch.float64)
+        joint.joint.running_moments.copy_(factor @ factor.T + 0.5 * torch.eye(3))
+    covariance = joint.joint.covariance + 1e-6 * torch.eye(3, dtype=torch.float64)
     x = torch.from_numpy(table.schema.encode(_correlated(), np.float64))
     params = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     parts = joint.eval().parts(params, x)
@@ -362,7 +362,7 @@ def test_joint_covariance_is_the_residuals_and_draws_keep_it():
         torch.testing.assert_close(joint.train().parts(p, x), alone.train().parts(p, x),
                                    rtol=1e-5, atol=1e-5)  # floors: + 1e-6, and max(., 1e-6)
     want = sum(r.T @ r / len(r) for r in residuals) / 2  # the cumulative mean of two batches
-    torch.testing.assert_close(joint.joint.running_covariance, want)
+    torch.testing.assert_close(joint.joint.covariance, want)
     sigmas = [alone.columns[i].distribution.sigma.item() for i in (0, 1, 4)]
     torch.testing.assert_close(joint.joint.sigma, torch.tensor(sigmas, dtype=torch.float64))
     torch.manual_seed(0)
@@ -380,9 +380,9 @@ def test_joint_model_saves_and_loads(tmp_path):
     model.save(tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert loaded.likelihood.column_sigma == "joint"
-    torch.testing.assert_close(loaded.likelihood.joint.running_covariance,
-                               model.likelihood.joint.running_covariance)
-    assert not torch.equal(model.likelihood.joint.running_covariance, torch.eye(3))
+    torch.testing.assert_close(loaded.likelihood.joint.covariance,
+                               model.likelihood.joint.covariance)
+    assert not torch.equal(model.likelihood.joint.covariance, torch.eye(3))
     torch.manual_seed(3)
     first = loaded.generate(50)
     torch.manual_seed(3)
@@ -428,10 +428,48 @@ def test_dequantized_counts_join_the_covariance_and_decode_to_whole_numbers():
     model = VAE(**table.model_options(), **SMALL)
     assert model.likelihood.joint_entries.tolist() == [0, 1, 2]
     Trainer(model, TrainerConfig(epochs=3, batch_size=100, progress=False)).fit(table)
-    assert model.likelihood.joint.running_covariance[0, 1] > 0.3  # the counts' correlation
+    assert model.likelihood.joint.covariance[0, 1] > 0.3  # the counts' correlation
     generated = model.generate(400)
     for name in ("visits", "calls"):
         assert generated[name].dtype == frame[name].dtype and (generated[name] >= 0).all()
     assert np.corrcoef(generated["visits"], generated["calls"])[0, 1] > 0.5
     with pytest.raises(ValueError, match="whole numbers|count"):
         load_table(frame, kinds={"height": "dequantized_gaussian"})
+
+
+def test_conditional_numbers_regress_on_the_rows_categories():
+    """column_sigma="conditional": evaluation scores the numbers by N(mu + d B, Sigma), d =
+    [the row's one-hot categories, 1], B the least-squares regression of the residuals on d
+    and Sigma what it leaves; draws take the categories first, so class means come back."""
+    rng = np.random.default_rng(0)
+    n = 400
+    kind = rng.choice(["a", "b"], n)
+    shift = np.where(kind == "a", 0.0, 30.0)
+    base = rng.normal(size=n)
+    frame = pd.DataFrame({"height": 170 + shift + 5 * base,
+                          "weight": 70 + shift / 2 + 4 * base + rng.normal(size=n),
+                          "kind": kind})
+    table = load_table(frame)
+    likelihood = Mixed(table.sample_shape, table.schema, column_sigma="conditional").double()
+    assert likelihood.given_entries.tolist() == [2, 3]
+    x = torch.from_numpy(table.schema.encode(frame, np.float64))
+    params = torch.zeros_like(x)
+    likelihood.train().nll(params, x)  # one batch: the moments are this batch's
+    design = torch.cat([x[:, 2:4], torch.ones(n, 1, dtype=x.dtype)], 1)
+    residual = x[:, :2]
+    fitted = design @ torch.linalg.lstsq(design, residual).solution
+    joint = likelihood.joint
+    torch.testing.assert_close(design @ joint.coefficients(), fitted, atol=1e-5, rtol=0)
+    left = residual - fitted
+    torch.testing.assert_close(joint.covariance, left.T @ left / n, atol=1e-5, rtol=0)
+    parts = likelihood.eval().parts(params, x)
+    normal = D.MultivariateNormal(design @ joint.coefficients(),  # the fit above, to 1e-5
+                                  joint.covariance + 1e-6 * torch.eye(2, dtype=x.dtype))
+    scales = sum(np.log(table.schema.columns[i].scale) for i in (0, 1))
+    torch.testing.assert_close(parts["height"] + parts["weight"],
+                               -normal.log_prob(residual) + scales)
+    torch.manual_seed(0)
+    drawn = table.schema.decode(likelihood.sample(torch.zeros(4000, x.shape[1],
+                                                              dtype=x.dtype)))
+    gap = drawn.groupby("kind")["height"].mean()
+    assert gap["b"] - gap["a"] == pytest.approx(30, abs=1.5)

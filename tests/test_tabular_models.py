@@ -129,5 +129,6 @@ def test_bundled_tables_train_from_the_cli(tmp_path):
                  "--epochs", "1", "--iwae-k", "2", "--output", str(default),
                  "--no-progress"]) == 0
     joint = load_model(default / "model").likelihood
-    assert joint.column_sigma == "joint"
+    assert joint.column_sigma == "conditional"
+    assert len(joint.given_entries) == 3  # the class's one-hot
     assert len(joint.joint_entries) == 13  # the 13 measurements, two of them counts

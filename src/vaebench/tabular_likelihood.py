@@ -176,51 +176,86 @@ class JointGaussian(nn.Module):
     ties the numbers to the other columns.
     """
 
-    def __init__(self, size: int, momentum: float):
+    def __init__(self, size: int, momentum: float, conditions: int = 0):
         super().__init__()
         self.momentum = momentum
-        self.register_buffer("running_covariance", torch.eye(size))
+        #: Width of the design d = [the row's categories, 1] the mean is shifted by (0: none).
+        self.design_width = conditions + 1 if conditions else 0
+        self.register_buffer("running_moments", torch.eye(self.design_width + size))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def coefficients(self) -> torch.Tensor:
+        """B (design width, size), the least-squares regression of the residuals on the
+        design: E[d d^T]^-1 E[d r^T] (a ridge of 1e-6 makes it unique where the one-hots and
+        the constant are collinear)."""
+        width, moments = self.design_width, self.running_moments
+        gram = moments[:width, :width] + 1e-6 * torch.eye(width, device=moments.device,
+                                                          dtype=moments.dtype)
+        return torch.linalg.solve(gram, moments[:width, width:])
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Sigma: E[r r^T], less what the design explains, E[r d^T] B."""
+        width, moments = self.design_width, self.running_moments
+        covariance = moments[width:, width:]
+        if width:
+            covariance = covariance - moments[width:, :width] @ self.coefficients()
+        return 0.5 * (covariance + covariance.T)
 
     def scale_tril(self) -> torch.Tensor:
         """L, the Cholesky factor of Sigma (its floor included)."""
-        covariance = self.running_covariance
+        covariance = self.covariance
         eye = torch.eye(len(covariance), device=covariance.device, dtype=covariance.dtype)
         return torch.linalg.cholesky(covariance + SIGMA_MIN**2 * eye)
 
-    def conditional_nlls(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(B, size): each column's -log p(x_j | x_<j, z); in training each column's
-        -log N(x_j; mu_j, Sigma_jj), then the running Sigma updated."""
-        residual = (x - mean).to(self.running_covariance.dtype)
+    def conditional_nlls(self, mean: torch.Tensor, x: torch.Tensor,
+                         given: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, size): each column's -log p(x_j | x_<j, the row's categories ``given``, z);
+        in training each column's -log N(x_j; mu_j, E[r_j^2]), then the running moments
+        updated."""
+        residual = (x - mean).to(self.running_moments.dtype)
         if self.training:
-            variance = self.running_covariance.diagonal() + SIGMA_MIN**2
-            self._track(residual.detach())
+            width = self.design_width
+            variance = self.running_moments.diagonal()[width:] + SIGMA_MIN**2
+            self._track(residual.detach(), given)
             return 0.5 * (residual**2 / variance + variance.log() + LOG_2PI)
+        residual = residual - self._shift(given, residual)
         tril = self.scale_tril()
         whitened = torch.linalg.solve_triangular(tril, residual.T, upper=False).T
         return 0.5 * whitened**2 + tril.diagonal().log() + 0.5 * LOG_2PI
 
-    def sample(self, mean: torch.Tensor) -> torch.Tensor:
+    def sample(self, mean: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
         tril = self.scale_tril()
         noise = torch.randn(mean.shape, device=mean.device, dtype=tril.dtype) @ tril.T
-        return mean + noise.to(mean.dtype)
+        return mean + (self._shift(given, noise) + noise).to(mean.dtype)
 
     @property
     def sigma(self) -> torch.Tensor:
-        """Each column's marginal sigma, sqrt(Sigma_jj)."""
-        return self.running_covariance.diagonal().sqrt()
+        """Each column's sigma, sqrt(Sigma_jj)."""
+        return self.covariance.diagonal().sqrt()
+
+    def _design(self, given: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        return torch.cat([given.to(like.dtype), like.new_ones(len(like), 1)], dim=1)
+
+    def _shift(self, given: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """d B, the mean's shift by the row's categories (0 without a design)."""
+        if not self.design_width:
+            return torch.zeros_like(like)
+        return self._design(given, like) @ self.coefficients()
 
     @torch.no_grad()
-    def _track(self, residual: torch.Tensor) -> None:
-        """The batch's mean of r r^T (the whole batch's when data-parallel) blended in: a
-        cumulative mean for the first 1 / momentum batches, then an exponential moving
-        average. A batch without rows changes nothing."""
-        sums = (residual.T @ residual).flatten()
-        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([len(residual)])]))
+    def _track(self, residual: torch.Tensor, given: torch.Tensor | None) -> None:
+        """The batch's mean of v v^T, v = [d, r] (the whole batch's when data-parallel),
+        blended in: a cumulative mean for the first 1 / momentum batches, then an
+        exponential moving average. A batch without rows changes nothing."""
+        rows = torch.cat([self._design(given, residual), residual], dim=1) \
+            if self.design_width else residual
+        sums = (rows.T @ rows).flatten()
+        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([len(rows)])]))
         count = totals[-1]
-        covariance = (totals[:-1] / count.clamp_min(1)).view_as(self.running_covariance)
+        moments = (totals[:-1] / count.clamp_min(1)).view_as(self.running_moments)
         weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum) * (count > 0)
-        self.running_covariance.lerp_(covariance, weight.to(covariance.dtype))
+        self.running_moments.lerp_(moments, weight.to(moments.dtype))
         self.num_updates += (count > 0).long()
 
 
@@ -310,7 +345,9 @@ def _dequantized(x: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
 #: How the sigma of a number's Gaussian is set: each number's own sigma at its
 #: maximum-likelihood value, the complete numbers' joint covariance at its
 #: maximum-likelihood value (both running estimates), or a parameter trained with the others.
-COLUMN_SIGMAS = ("optimal", "joint", "learned")
+COLUMN_SIGMAS = ("optimal", "joint", "conditional", "learned")
+#: The column_sigma values that score the numbers together (:class:`JointGaussian`).
+JOINT_SIGMAS = ("joint", "conditional")
 #: The weight of each batch in the running estimate of an optimal sigma: a table may get
 #: only a few hundred steps, so the estimate follows the last ten or so (the images'
 #: Gaussian averages over a hundred).
@@ -375,14 +412,22 @@ class Mixed(Likelihood):
                                        input_dim)
         self.column_sigma = column_sigma
         self.blocks = self.table.blocks()
+        together = column_sigma in JOINT_SIGMAS
         joint = [block.start for column, block, flag in self.blocks
-                 if column_sigma == "joint" and _can_join(column, flag)]
-        self.joint = JointGaussian(len(joint), COLUMN_MOMENTUM) if len(joint) > 1 else None
+                 if together and _can_join(column, flag)]
+        given = [entry for column, block, flag in self.blocks
+                 if column_sigma == "conditional" and flag is None
+                 and column.kind in ("categorical", "boolean")
+                 for entry in range(block.start, block.stop)]
+        self.joint = JointGaussian(len(joint), COLUMN_MOMENTUM, len(given)) \
+            if len(joint) > 1 else None
         self.register_buffer("joint_entries", torch.tensor(joint if self.joint else [],
+                                                           dtype=torch.long), persistent=False)
+        self.register_buffer("given_entries", torch.tensor(given if self.joint else [],
                                                            dtype=torch.long), persistent=False)
         self.columns = nn.ModuleList(
             ColumnLikelihood(column, "joint" if block.start in self.joint_entries else
-                             "optimal" if column_sigma == "joint" else column_sigma)
+                             "optimal" if together else column_sigma)
             for column, block, _ in self.blocks)
         widths = [part.bin_width for part, (_, block, _) in zip(self.columns, self.blocks,
                                                                  strict=True)
@@ -443,7 +488,8 @@ class Mixed(Likelihood):
         values = x[:, entries]
         if self.joint_dequantizes:
             values = _dequantized(values, self.joint_bin_widths.to(x.dtype))
-        return list(self.joint.conditional_nlls(params[:, entries], values).unbind(1))
+        given = x[:, self.given_entries] if len(self.given_entries) else None
+        return list(self.joint.conditional_nlls(params[:, entries], values, given).unbind(1))
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         parts = self.parts(params, x)
@@ -459,8 +505,10 @@ class Mixed(Likelihood):
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """A drawn encoded row; a drawn missing value's block holds 0, as in the data."""
         rows = self._per_block(params, _draw, self.flags.sample)
-        if self.joint is not None:
-            rows[:, self.joint_entries] = self.joint.sample(params[:, self.joint_entries])
+        if self.joint is not None:  # after the categories, which may shift the numbers
+            given = rows[:, self.given_entries] if len(self.given_entries) else None
+            rows[:, self.joint_entries] = self.joint.sample(params[:, self.joint_entries],
+                                                            given)
         for _, block, flag in self.blocks:
             if flag is not None:
                 rows[:, block] = rows[:, block] * (1 - rows[:, flag:flag + 1])

@@ -585,9 +585,10 @@ class TableData(ArrayData):
     @property
     def likelihood_kwargs(self) -> dict[str, Any]:
         """What the ``mixed`` likelihood is built from: this table's schema, and the numbers
-        scored and drawn with the full covariance of their residuals (``column_sigma=
-        "joint"``, :class:`~vaebench.tabular_likelihood.JointGaussian`)."""
-        return {"table": self.schema.to_dict(), "column_sigma": "joint"}
+        scored and drawn with the full covariance of their residuals, their mean shifted by
+        the row's categories (``column_sigma="conditional"``,
+        :class:`~vaebench.tabular_likelihood.JointGaussian`)."""
+        return {"table": self.schema.to_dict(), "column_sigma": "conditional"}
 
     def model_options(self) -> dict[str, Any]:
         """The config fields of a model of this table: ``VAE(**data.model_options())``."""
