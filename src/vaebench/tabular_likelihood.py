@@ -13,9 +13,10 @@ those of the table in its own units:
   sigma is the calibrated one of Rybkin et al. (2021), its maximum-likelihood value: the
   root of a running mean of the column's squared error over the training batches
   (:class:`~vaebench.likelihoods.Gaussian` with ``sigma="optimal"``, one sigma per
-  dimension); ``"joint"`` (what ``load_table`` chooses) trains the same way, while
-  evaluation and generation score and draw the numbers without missing values together,
-  with a full covariance at its maximum-likelihood value (:class:`JointGaussian`);
+  dimension); ``"joint"`` trains the same way, while evaluation and generation score and
+  draw the numbers without missing values together, with a full covariance at its
+  maximum-likelihood value (:class:`JointGaussian`); ``"conditional"`` (what ``load_table``
+  chooses) also shifts their mean by the row's categories;
   ``"learned"`` makes sigma a parameter trained with the others;
 * categories: :class:`Categorical` on logits; booleans: the existing ``bernoulli``;
 * counts: :class:`NegativeBinomial` (learned dispersion per column) or :class:`Poisson` on
@@ -165,6 +166,12 @@ class JointGaussian(nn.Module):
     is the mean squared error, with the cross terms kept. Sigma is a running estimate over
     the training batches (each batch scored at the estimate the batches before it left,
     then updating it, as a column's optimal sigma), floored at SIGMA_MIN^2 I.
+
+    With ``conditions`` (the width of the row's complete one-hot categories), the mean is
+    shifted by them, mu(z) + d B with d = [categories, 1]: B is the least-squares regression
+    of the residuals on d and Sigma the covariance of what it leaves, both from the running
+    second moments of [d, r] (a conditional Gaussian, Lauritzen and Wermuth, Ann. Statist.
+    1989); draws then take the row's drawn categories.
 
     Evaluation and generation use the whole of Sigma. A row's NLL splits by the chain rule
     into one conditional per column: with Sigma = L L^T and w = L^{-1} r, column j's term
@@ -395,7 +402,8 @@ class Mixed(Likelihood):
     batch), used in evaluation and generation as it stands after training; ``"joint"``, as
     ``"optimal"`` in training, while evaluation and generation score and draw the numbers
     without missing values together, with the full covariance of their residuals estimated
-    the same way (:class:`JointGaussian`); ``"learned"``, a
+    the same way (:class:`JointGaussian`); ``"conditional"``, as ``"joint"`` with their mean
+    shifted by the row's complete categories and booleans; ``"learned"``, a
     parameter (log sigma) trained with the others, starting at the column's spread.
     ``parts(params, x)`` gives each column's per-sample NLL (and each missingness
     flag's, as ``"name:missing"``); in training mode their means over an epoch are reported
