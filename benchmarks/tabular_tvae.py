@@ -36,9 +36,9 @@ ctgan runs in its own environment, with vaebench installed beside it::
     /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 \
         --tables wine,breast_cancer,diabetes --out docs/figures/tabular_tvae_1000
     /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --batch 64 \
-        --models tvae,vae,vae_joint,vae_joint_warmup --out docs/figures/tabular_tvae_batch64
+        --models tvae,vae,vae_joint,vae_conditional --out docs/figures/tabular_tvae_batch64
 
-about 15, 25 and 15 minutes on one thread (``--threads``, printed) of a 2-core machine.
+about 15, 25 and 12 minutes on one thread (``--threads``, printed) of a 2-core machine.
 The tables are in docs/tabular.md, "Side by side with TVAE".
 """
 
