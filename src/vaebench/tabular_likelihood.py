@@ -191,29 +191,26 @@ class JointGaussian(nn.Module):
         self.register_buffer("running_moments", torch.eye(self.design_width + size))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
-    def coefficients(self) -> torch.Tensor:
-        """B (design width, size), the least-squares regression of the residuals on the
-        design: E[d d^T]^-1 E[d r^T] (a ridge of 1e-6 makes it unique where the one-hots and
-        the constant are collinear)."""
+    def regression(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, Sigma): B (design width, size), the least-squares regression of the residuals
+        on the design, E[d d^T]^-1 E[d r^T] (None without a design; a ridge of 1e-6 makes
+        it unique where the one-hots and the constant are collinear), and Sigma, E[r r^T]
+        less what the design explains, E[r d^T] B."""
         width, moments = self.design_width, self.running_moments
-        gram = moments[:width, :width] + 1e-6 * torch.eye(width, device=moments.device,
-                                                          dtype=moments.dtype)
-        return torch.linalg.solve(gram, moments[:width, width:])
+        covariance, coefficients = moments[width:, width:], None
+        if width:
+            gram = moments[:width, :width] + 1e-6 * torch.eye(width, device=moments.device,
+                                                              dtype=moments.dtype)
+            coefficients = torch.linalg.solve(gram, moments[:width, width:])
+            covariance = covariance - moments[width:, :width] @ coefficients
+        return coefficients, 0.5 * (covariance + covariance.T)
+
+    def coefficients(self) -> torch.Tensor | None:
+        return self.regression()[0]
 
     @property
     def covariance(self) -> torch.Tensor:
-        """Sigma: E[r r^T], less what the design explains, E[r d^T] B."""
-        width, moments = self.design_width, self.running_moments
-        covariance = moments[width:, width:]
-        if width:
-            covariance = covariance - moments[width:, :width] @ self.coefficients()
-        return 0.5 * (covariance + covariance.T)
-
-    def scale_tril(self) -> torch.Tensor:
-        """L, the Cholesky factor of Sigma (its floor included)."""
-        covariance = self.covariance
-        eye = torch.eye(len(covariance), device=covariance.device, dtype=covariance.dtype)
-        return torch.linalg.cholesky(covariance + SIGMA_MIN**2 * eye)
+        return self.regression()[1]
 
     def conditional_nlls(self, mean: torch.Tensor, x: torch.Tensor,
                          given: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,29 +223,36 @@ class JointGaussian(nn.Module):
             variance = self.running_moments.diagonal()[width:] + SIGMA_MIN**2
             self._track(residual.detach(), given)
             return 0.5 * (residual**2 / variance + variance.log() + LOG_2PI)
-        residual = residual - self._shift(given, residual)
-        tril = self.scale_tril()
+        coefficients, tril = self._factors()
+        residual = residual - self._shift(given, residual, coefficients)
         whitened = torch.linalg.solve_triangular(tril, residual.T, upper=False).T
         return 0.5 * whitened**2 + tril.diagonal().log() + 0.5 * LOG_2PI
 
     def sample(self, mean: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
-        tril = self.scale_tril()
+        coefficients, tril = self._factors()
         noise = torch.randn(mean.shape, device=mean.device, dtype=tril.dtype) @ tril.T
-        return mean + (self._shift(given, noise) + noise).to(mean.dtype)
+        return mean + (self._shift(given, noise, coefficients) + noise).to(mean.dtype)
 
     @property
     def sigma(self) -> torch.Tensor:
         """Each column's sigma, sqrt(Sigma_jj)."""
         return self.covariance.diagonal().sqrt()
 
+    def _factors(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """B and L, the Cholesky factor of Sigma (its floor included), solved once."""
+        coefficients, covariance = self.regression()
+        eye = torch.eye(len(covariance), device=covariance.device, dtype=covariance.dtype)
+        return coefficients, torch.linalg.cholesky(covariance + SIGMA_MIN**2 * eye)
+
     def _design(self, given: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         return torch.cat([given.to(like.dtype), like.new_ones(len(like), 1)], dim=1)
 
-    def _shift(self, given: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    def _shift(self, given: torch.Tensor | None, like: torch.Tensor,
+               coefficients: torch.Tensor | None) -> torch.Tensor:
         """d B, the mean's shift by the row's categories (0 without a design)."""
-        if not self.design_width:
+        if coefficients is None:
             return torch.zeros_like(like)
-        return self._design(given, like) @ self.coefficients()
+        return self._design(given, like) @ coefficients
 
     @torch.no_grad()
     def _track(self, residual: torch.Tensor, given: torch.Tensor | None) -> None:

@@ -209,33 +209,29 @@ def distance_to_closest_record(real: pd.DataFrame, synthetic: pd.DataFrame,
     from scipy.spatial import KDTree
 
     schema = _plain(schema)
-    training = schema.encode(real, dtype=np.float64)
+    tree = KDTree(schema.encode(real, dtype=np.float64))
     rows = schema.encode(synthetic, dtype=np.float64)
-    tree = KDTree(training)
-    report = {"synthetic": _distance_summary(tree, rows)}
+    to_training = tree.query(rows, k=1)[0]
+    report = {"synthetic": _distance_summary(to_training)}
     if holdout is not None:
         held_out = schema.encode(holdout, dtype=np.float64)
-        report["holdout"] = _distance_summary(tree, held_out)
-        report["overfitting_protection"] = _overfitting_protection(tree, held_out, rows)
+        report["holdout"] = _distance_summary(tree.query(held_out, k=1)[0])
+        report["overfitting_protection"] = _overfitting_protection(
+            to_training, KDTree(held_out).query(rows, k=1)[0], tree.n, len(held_out))
     return report
 
 
-def _distance_summary(tree: Any, rows: np.ndarray) -> dict[str, float]:
-    distances, _ = tree.query(rows, k=1)
+def _distance_summary(distances: np.ndarray) -> dict[str, float]:
     return {"median": float(np.median(distances)),
             "copies": float(np.mean(distances <= COPY_TOLERANCE))}
 
 
-def _overfitting_protection(training: Any, holdout: np.ndarray,
-                            rows: np.ndarray) -> dict[str, float]:
-    """The overfitting protection of the encoded synthetic ``rows`` (see
-    :func:`distance_to_closest_record`); ``training`` is the training rows' KD-tree."""
-    from scipy.spatial import KDTree
-
-    to_training = training.query(rows, k=1)[0]
-    to_holdout = KDTree(holdout).query(rows, k=1)[0]
+def _overfitting_protection(to_training: np.ndarray, to_holdout: np.ndarray,
+                            n_training: int, n_holdout: int) -> dict[str, float]:
+    """The overfitting protection (see :func:`distance_to_closest_record`) from each
+    synthetic row's distance to its closest training and held-out row."""
     share = float(np.mean(to_training < to_holdout))
-    expected = training.n / (training.n + len(holdout))
+    expected = n_training / (n_training + n_holdout)
     return {"score": min(1.0, (1.0 - share) / (1.0 - expected)),
             "closer_to_training": share, "expected": expected}
 
