@@ -17,13 +17,13 @@ row's categories (``vae_conditional``), that with TVAE's weighting or the warm-u
 (``vae_conditional_beta0.5``, ``vae_conditional_warmup``), and the VampPrior's mixture prior
 with the same likelihood (``vamp_conditional``). ``oracle`` is no model: fresh rows of
 synthetic_mixed's own generator, the figures of a perfect one (that table only). Each model
-generates as many rows as
-the training split holds, scored by the same ``vaebench.metrics.tabular.table_quality``
+generates as many rows as the training split holds, scored by the same
+``vaebench.metrics.tabular.table_quality``
 against the training rows (shapes, pair trends, distance to the closest record) and the
 held-out rows (ML efficacy of the table's target, the distance's reference). vaebench also
 reports its held-out ELBO and importance-sampled log p(x) (nats per row), which TVAE does
-not have. The table ends with each vaebench model minus TVAE seed by seed (the same split
-and seed): the mean difference, its standard error and the seeds won.
+not have. The table ends with each other row minus TVAE seed by seed (the same split and
+seed): the mean difference, its standard error and the seeds won.
 
 TVAE is given what it can take, as SDV would give it: dates as numbers (in the column's
 unit), and each number with missing values filled with its mean plus a discrete
@@ -309,15 +309,15 @@ PAIRED = [("column_shapes", "shapes"), ("column_pair_trends", "pair trends"),
 
 
 def _paired_table(rows: list[dict]) -> str:
-    """Each vaebench model minus TVAE on the same split and seed: the mean difference ±
-    its standard error, and the seeds where vaebench's figure is at least TVAE's."""
+    """Each other model (or the oracle) minus TVAE on the same split and seed: the mean
+    difference ± its standard error, and the seeds where its figure is at least TVAE's."""
     tvae = {(row["table"], row["seed"]): row for row in rows if row["model"] == "tvae"}
     pairs = [(row, tvae[row["table"], row["seed"]]) for row in rows
              if row["model"] != "tvae" and (row["table"], row["seed"]) in tvae]
     if not pairs:
         return ""
-    lines = ["", "vaebench minus TVAE, seed by seed (mean ± standard error; seeds where "
-             "vaebench is at least TVAE's):", "",
+    lines = ["", "Minus TVAE, seed by seed (mean ± standard error; seeds where the row is "
+             "at least TVAE's):", "",
              "| table | model | " + " | ".join(title for _, title in PAIRED) + " |",
              "| --- | --- |" + " ---: |" * len(PAIRED)]
     for table, model in dict.fromkeys((row["table"], row["model"]) for row, _ in pairs):
