@@ -48,8 +48,11 @@ ctgan runs in its own environment, with vaebench installed beside it::
     /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 --repeats 6 --jobs 2 \
         --tables synthetic_mixed --models tvae,vae_conditional,oracle \
         --out docs/figures/tabular_tvae_1000_synthetic
+    /work/tvae-venv/bin/python benchmarks/tabular_tvae.py --epochs 1000 --repeats 10 --jobs 2 \
+        --tables breast_cancer --models tvae,vae_conditional,vae_learned \
+        --out docs/figures/tabular_tvae_1000_breast_cancer
 
-about 15, 25, 12, 12 and 10 minutes with one thread (``--threads``, printed) in each of
+about 15, 25, 12, 12, 10 and 6 minutes with one thread (``--threads``, printed) in each of
 ``--jobs`` processes on a 2-core machine.
 The tables are in docs/tabular.md, "Side by side with TVAE".
 """
