@@ -16,6 +16,7 @@ from vaebench.benchmark import (
     NotApplicable,
     latent_traversal,
     markdown_table,
+    paired_table,
     render_report,
     result_row,
     run_benchmark,
@@ -106,7 +107,8 @@ def test_benchmark_writes_runs_tables_and_figures(bench):
     mse = {m: sum(results[(m, s)]["metrics"]["reconstruction"]["mse"]
                   for s in ("seed0", "seed1")) / 2 for m in ("vae", "ae")}
     best = min(mse, key=mse.get)
-    main_table = report.split("**Sample quality per sampler**")[0]
+    main_table = report.split("**Seed by seed against `vae`**")[0]
+    assert "**Sample quality per sampler**" in report.split("## digits")[1]
     table = {line.split("|")[1].strip(): line for line in main_table.splitlines()
              if line.startswith("| `")}
     header = next(line for line in report.splitlines() if line.startswith("| model"))
@@ -644,3 +646,36 @@ def test_an_ok_result_without_its_metrics_is_incomplete_and_run_again(bench_copy
     assert f"digits vae seed 0: its result says ok but has no {', '.join(dropped)} metrics" in out
     assert out.count("skipping, done") == 3
     assert results[0]["status"] == "ok" and set(dropped) <= set(results[0]["metrics"])
+
+
+def test_the_paired_table_compares_each_model_with_the_first_on_shared_seeds():
+    mse = {"a": [0.10, 0.20, 0.30], "b": [0.08, 0.21, 0.25], "c": [0.30, 0.10]}
+    elbo = {"a": [-100.0, -90.0, -95.0], "b": [-99.0, -91.0, -90.0], "c": [-120.0, -80.0]}
+    results = [_synthetic(model, seed, loss__loss=1.0 + seed, reconstruction__mse=mse[model][seed],
+                          likelihood__elbo=elbo[model][seed])
+               for model in ("a", "b", "c") for seed in range(len(mse[model]))]
+    rows = [result_row(r) for r in results]
+    table = paired_table(rows, ["a", "b", "c"]).splitlines()
+    assert table[0] == "| vs `a` | MSE/dim ↓ | ELBO ↑ |"  # not the test loss
+    b_cells, c_cells = ([cell.strip() for cell in line.strip("|").split("|")][1:]
+                        for line in table[2:])
+
+    def cell(ours, theirs, better):
+        differences = [x - y for x, y in zip(ours, theirs, strict=False)]
+        error = statistics.stdev(differences) / len(differences) ** 0.5
+        wins = sum(d >= 0 if better == "higher" else d <= 0 for d in differences)
+        return differences, error, wins
+
+    differences, error, wins = cell(mse["b"], mse["a"], "lower")
+    assert wins == 2
+    assert b_cells[0] == f"{statistics.fmean(differences):+.4f} ± {error:.4f} (2/3)"
+    differences, error, wins = cell(elbo["b"], elbo["a"], "higher")
+    assert b_cells[1] == f"{statistics.fmean(differences):+.3f} ± {error:.3f} (2/3)"
+    # c ran seeds 0 and 1 only: the pairs are those two seeds
+    differences, error, wins = cell(elbo["c"], elbo["a"], "higher")
+    assert c_cells[1] == f"{statistics.fmean(differences):+.2f} ± {error:.2f} (1/2)"
+    assert paired_table([r for r in rows if r["model"] == "a"], ["a"]) is None
+    single_seed = [r for r in rows if r["seed"] == 0]
+    assert paired_table(single_seed, ["a", "b", "c"]) is None  # one seed: no error to give
+    report = render_report(results, {"models": ["a", "b", "c"]}, generated="today")
+    assert "**Seed by seed against `a`**" in report and "\n".join(table) in report

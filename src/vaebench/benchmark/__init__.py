@@ -19,6 +19,7 @@ from vaebench.benchmark.report import (
     COLUMNS,
     collect_results,
     markdown_table,
+    paired_table,
     render_report,
     result_row,
     sampler_names,
@@ -38,6 +39,6 @@ from vaebench.benchmark.runner import (
 
 __all__ = ["COLUMNS", "FEATURE_NETWORKS", "METRICS", "BenchmarkConfig", "NotApplicable", "Run",
            "collect_results", "dataset_key", "evaluate_run", "latent_traversal",
-           "markdown_table", "plan_runs", "read_config_file", "read_result", "render_report",
-           "result_row", "run_benchmark", "run_one", "sampler_names", "sampler_table",
-           "write_report"]
+           "markdown_table", "paired_table", "plan_runs", "read_config_file", "read_result",
+           "render_report", "result_row", "run_benchmark", "run_one", "sampler_names",
+           "sampler_table", "write_report"]

@@ -379,6 +379,50 @@ def markdown_table(rows: list[dict[str, Any]], order: list[str] | None = None) -
     return "\n".join(lines)
 
 
+def paired_table(rows: list[dict[str, Any]], models: list[str]) -> str | None:
+    """Each model against the first of ``models``, seed by seed: for each ranked figure
+    (but the test loss, each model's own objective), the model's value minus the first
+    model's on the same seed, ``mean ± standard error`` over the seeds both have, and in
+    brackets the seeds where the model is at least as good. None with fewer than two
+    models, or no figure that two seeds share."""
+    models = _model_order(rows, models)
+    if len(models) < 2:
+        return None
+    columns = [c for c in _columns(rows) if c.better is not None and c.key != "loss.loss"]
+    reference = _runs_by_seed(rows, models[0])
+    lines, compared = [], False
+    for model in models[1:]:
+        runs = _runs_by_seed(rows, model)
+        seeds = sorted(runs.keys() & reference.keys())
+        cells = [_paired_cell([(runs[seed].get(c.key), reference[seed].get(c.key))
+                               for seed in seeds], c) for c in columns]
+        compared = compared or any(cell != "–" for cell in cells)
+        lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
+    if not compared:
+        return None
+    header = [f"vs `{models[0]}`"] + [c.label + c.arrow for c in columns]
+    return "\n".join(["| " + " | ".join(header) + " |",
+                      "| --- |" + " ---: |" * len(columns), *lines])
+
+
+def _runs_by_seed(rows: list[dict[str, Any]], model: str) -> dict[int, dict[str, Any]]:
+    return {r["seed"]: r for r in rows if r["model"] == model and r.get("status") in SHOWN}
+
+
+def _paired_cell(pairs: list[tuple[Any, Any]], column: Column) -> str:
+    """``mean ± standard error (wins/n)`` of the differences; – with fewer than two."""
+    differences = [a - b for a, b in ((_number(x), _number(y)) for x, y in pairs)
+                   if a is not None and b is not None]
+    n = len(differences)
+    if n < 2:
+        return "–"
+    mean = sum(differences) / n
+    error = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1) / n)
+    wins = sum(d >= 0 if column.better == HIGHER else d <= 0 for d in differences)
+    places = _decimals(max(abs(mean), error))
+    return f"{mean:+.{places}f} ± {error:.{places}f} ({wins}/{n})"
+
+
 BY_SAMPLER = "sample_quality.by_sampler."
 
 
@@ -609,6 +653,14 @@ def render_report(results: list[dict[str, Any]], config: dict[str, Any] | None =
         lines += ["", f"## {dataset}", "", markdown_table(mine, models), ""]
         if any("sample_quality.column_shapes" in row for row in mine):
             lines += [TABLE_NOTE, ""]
+        paired = paired_table(mine, models)
+        if paired:
+            lines += [f"**Seed by seed against `{_model_order(mine, models)[0]}`** (the "
+                      "first model): each model's figure minus the first model's on the same "
+                      "seed, mean ± standard error over "
+                      "the seeds both ran; in brackets the seeds where the model is at least "
+                      "as good. A difference of more than two standard errors is unlikely to "
+                      "be the seeds' noise.", "", paired, ""]
         by_sampler = sampler_table(mine, models)
         if by_sampler:
             lines += [f"**Sample quality per sampler**: {sampler_figure(mine).label} of the "
