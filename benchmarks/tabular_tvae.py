@@ -73,6 +73,7 @@ import pandas as pd
 import torch
 
 from vaebench import Trainer, TrainerConfig, create_model
+from vaebench.benchmark.report import HIGHER, paired_cell
 from vaebench.data import load_train_test
 from vaebench.data.table_datasets import TABLE_TARGETS, synthetic_mixed
 from vaebench.data.tables import TIME_UNITS, TableData, TableSchema, infer_schema, load_table
@@ -329,18 +330,10 @@ def _paired_table(rows: list[dict]) -> str:
     for table, model in dict.fromkeys((row["table"], row["model"]) for row, _ in pairs):
         group = [(ours, theirs) for ours, theirs in pairs
                  if ours["table"] == table and ours["model"] == model]
-        cells = [_difference([ours[key] - theirs[key] for ours, theirs in group])
+        cells = [paired_cell([ours[key] - theirs[key] for ours, theirs in group], HIGHER)
                  for key, _ in PAIRED]
         lines.append(f"| {table} | {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _difference(values: list[float]) -> str:
-    wins = f"{sum(value >= 0 for value in values)}/{len(values)}"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:+.3f} ({wins})"
-    return f"{mean:+.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f} ({wins})"
 
 
 def _cell(values: list[float | None]) -> str:

@@ -32,7 +32,7 @@ def test_paired_table_is_the_mean_difference_on_the_same_seed(script):
     rows.append(_row("wine", "vae", 9, 0.0))  # no TVAE run on seed 9: not compared
     differences = [a - b for a, b in zip(ours, theirs, strict=True)]
     error = statistics.stdev(differences) / 3 ** 0.5
-    cell = f"{statistics.fmean(differences):+.3f} ± {error:.3f} (2/3)"
+    cell = f"{statistics.fmean(differences):+.4f} ± {error:.4f} (2/3)"
     line = next(line for line in script._paired_table(rows).splitlines()
                 if line.startswith("| wine | vae |"))
     assert line == "| wine | vae | " + " | ".join([cell] * 4) + " |"

@@ -394,8 +394,8 @@ def paired_table(rows: list[dict[str, Any]], models: list[str]) -> str | None:
     for model in models[1:]:
         runs = _runs_by_seed(rows, model)
         seeds = sorted(runs.keys() & reference.keys())
-        cells = [_paired_cell([(runs[seed].get(c.key), reference[seed].get(c.key))
-                               for seed in seeds], c) for c in columns]
+        cells = [paired_cell(_differences(runs, reference, seeds, c.key), c.better)
+                 for c in columns]
         compared = compared or any(cell != "–" for cell in cells)
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
     if not compared:
@@ -409,16 +409,22 @@ def _runs_by_seed(rows: list[dict[str, Any]], model: str) -> dict[int, dict[str,
     return {r["seed"]: r for r in rows if r["model"] == model and r.get("status") in SHOWN}
 
 
-def _paired_cell(pairs: list[tuple[Any, Any]], column: Column) -> str:
-    """``mean ± standard error (wins/n)`` of the differences; – with fewer than two."""
-    differences = [a - b for a, b in ((_number(x), _number(y)) for x, y in pairs)
-                   if a is not None and b is not None]
+def _differences(runs: dict[int, dict[str, Any]], reference: dict[int, dict[str, Any]],
+                 seeds: list[int], key: str) -> list[float]:
+    pairs = ((_number(runs[seed].get(key)), _number(reference[seed].get(key))) for seed in seeds)
+    return [a - b for a, b in pairs if a is not None and b is not None]
+
+
+def paired_cell(differences: list[float], better: str) -> str:
+    """``mean ± standard error (wins/n)`` of paired ``differences`` (a model's figure minus
+    the reference's, seed by seed), wins counted in the ``better`` direction (ties win); –
+    with fewer than two."""
     n = len(differences)
     if n < 2:
         return "–"
     mean = sum(differences) / n
     error = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1) / n)
-    wins = sum(d >= 0 if column.better == HIGHER else d <= 0 for d in differences)
+    wins = sum(d >= 0 if better == HIGHER else d <= 0 for d in differences)
     places = _decimals(max(abs(mean), error))
     return f"{mean:+.{places}f} ± {error:.{places}f} ({wins}/{n})"
 
