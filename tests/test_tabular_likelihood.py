@@ -459,11 +459,11 @@ def test_conditional_numbers_regress_on_the_rows_categories():
     residual = x[:, :2]
     fitted = design @ torch.linalg.lstsq(design, residual).solution
     joint = likelihood.joint
-    torch.testing.assert_close(design @ joint.coefficients(), fitted, atol=1e-5, rtol=0)
+    torch.testing.assert_close(design @ joint.regression()[0], fitted, atol=1e-5, rtol=0)
     left = residual - fitted
     torch.testing.assert_close(joint.covariance, left.T @ left / n, atol=1e-5, rtol=0)
     parts = likelihood.eval().parts(params, x)
-    normal = D.MultivariateNormal(design @ joint.coefficients(),  # the fit above, to 1e-5
+    normal = D.MultivariateNormal(design @ joint.regression()[0],  # the fit above, to 1e-5
                                   joint.covariance + 1e-6 * torch.eye(2, dtype=x.dtype))
     scales = sum(np.log(table.schema.columns[i].scale) for i in (0, 1))
     torch.testing.assert_close(parts["height"] + parts["weight"],

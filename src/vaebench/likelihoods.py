@@ -72,6 +72,22 @@ def _sum_per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
 
 
+@torch.no_grad()
+def update_running_mean(running: torch.Tensor, num_updates: torch.Tensor, sums: torch.Tensor,
+                        count: int, momentum: float) -> None:
+    """Blend a batch's mean, its ``sums`` over ``count`` values each (summed over the
+    data-parallel processes: the whole batch's), into ``running``: a cumulative mean for the
+    first 1 / momentum batches, then an exponential moving average of weight ``momentum``
+    (no host synchronization). A batch without values changes nothing; ``num_updates``
+    counts the others."""
+    totals = summed_over_ranks(torch.cat([sums.reshape(-1), sums.new_tensor([count])]))
+    total = totals[-1]
+    mean = (totals[:-1] / total.clamp_min(1)).view_as(running)
+    weight = (1.0 / (num_updates + 1.0)).clamp_min(momentum) * (total > 0)
+    running.lerp_(mean.to(running.dtype), weight.to(running.dtype))
+    num_updates += (total > 0).long()
+
+
 def _soft_floor(log_scale: torch.Tensor, floor: float = _LOG_SIGMA_MIN) -> torch.Tensor:
     """``floor + softplus(log_scale - floor)``: equal to ``log_scale`` well above ``floor``,
     never below it, with a gradient everywhere (the "softclip" of Rybkin et al. 2021)."""
@@ -431,30 +447,17 @@ class Gaussian(_ScaledLikelihood):
             return params + self.fixed_scale * torch.randn_like(params)
         return params + self.log_scale().exp() * torch.randn_like(params)
 
-    @torch.no_grad()
     def _track(self, squared: torch.Tensor) -> None:
-        """Running mean of the batch MSE (per channel or dimension with ``sigma_per``; the
-        whole batch's when data-parallel): a cumulative mean for the first 1 / momentum
-        batches, then an exponential moving average (no host synchronization). A batch
-        without samples changes nothing."""
-        mse, count = self._batch_mse(squared.detach())
-        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum) * (count > 0)
-        self.running_mse.lerp_(mse.to(self.running_mse.dtype), weight.to(self.running_mse.dtype))
-        self.num_updates += (count > 0).long()
-
-    def _batch_mse(self, squared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's mean of the squared errors, in the shape of ``running_mse`` (over
-        everything, over samples and positions per channel, or over samples per dimension),
-        and the number of values each mean is over."""
+        """Blend the batch's mean squared error into ``running_mse``
+        (:func:`update_running_mean`): over everything, over samples and positions per
+        channel, or over samples per dimension, as ``sigma_per`` says."""
         if self.sigma_per == "channel":
             dims = (0, *range(2, squared.dim()))
         else:
             dims = (0,) if self.sigma_per == "pixel" else tuple(range(squared.dim()))
-        sums = squared.sum(dims).reshape(-1)
-        count = squared.numel() // sums.numel()
-        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([count])]))
-        count = totals[-1]
-        return (totals[:-1] / count.clamp_min(1)).view(self.running_mse.shape), count
+        sums = squared.detach().sum(dims)
+        update_running_mean(self.running_mse, self.num_updates, sums,
+                            squared.numel() // sums.numel(), self.momentum)
 
     def _check_prepared(self) -> None:
         if not self._prepared:

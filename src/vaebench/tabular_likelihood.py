@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebench.collectives import summed_over_ranks
 from vaebench.data.tables import Column, TableSchema
 from vaebench.likelihoods import (
     LOG_2PI,
@@ -52,6 +51,7 @@ from vaebench.likelihoods import (
     Likelihood,
     _register,
     _sum_per_sample,
+    update_running_mean,
 )
 
 if TYPE_CHECKING:
@@ -205,9 +205,6 @@ class JointGaussian(nn.Module):
             covariance = covariance - moments[width:, :width] @ coefficients
         return coefficients, 0.5 * (covariance + covariance.T)
 
-    def coefficients(self) -> torch.Tensor | None:
-        return self.regression()[0]
-
     @property
     def covariance(self) -> torch.Tensor:
         return self.regression()[1]
@@ -254,20 +251,13 @@ class JointGaussian(nn.Module):
             return torch.zeros_like(like)
         return self._design(given, like) @ coefficients
 
-    @torch.no_grad()
     def _track(self, residual: torch.Tensor, given: torch.Tensor | None) -> None:
-        """The batch's mean of v v^T, v = [d, r] (the whole batch's when data-parallel),
-        blended in: a cumulative mean for the first 1 / momentum batches, then an
-        exponential moving average. A batch without rows changes nothing."""
+        """Blend the batch's mean of v v^T, v = [d, r], into the running second moments
+        (:func:`~vaebench.likelihoods.update_running_mean`)."""
         rows = torch.cat([self._design(given, residual), residual], dim=1) \
             if self.design_width else residual
-        sums = (rows.T @ rows).flatten()
-        totals = summed_over_ranks(torch.cat([sums, sums.new_tensor([len(rows)])]))
-        count = totals[-1]
-        moments = (totals[:-1] / count.clamp_min(1)).view_as(self.running_moments)
-        weight = (1.0 / (self.num_updates + 1.0)).clamp_min(self.momentum) * (count > 0)
-        self.running_moments.lerp_(moments, weight.to(moments.dtype))
-        self.num_updates += (count > 0).long()
+        update_running_mean(self.running_moments, self.num_updates, rows.T @ rows, len(rows),
+                            self.momentum)
 
 
 class JointMember(Likelihood):
@@ -437,13 +427,14 @@ class Mixed(Likelihood):
                                                            dtype=torch.long), persistent=False)
         self.register_buffer("given_entries", torch.tensor(given if self.joint else [],
                                                            dtype=torch.long), persistent=False)
+        members = set(joint) if self.joint else set()
         self.columns = nn.ModuleList(
-            ColumnLikelihood(column, "joint" if block.start in self.joint_entries else
+            ColumnLikelihood(column, "joint" if block.start in members else
                              "optimal" if together else column_sigma)
             for column, block, _ in self.blocks)
         widths = [part.bin_width for part, (_, block, _) in zip(self.columns, self.blocks,
                                                                  strict=True)
-                  if block.start in self.joint_entries]
+                  if block.start in members]
         self.register_buffer("joint_bin_widths", torch.tensor(widths), persistent=False)
         self.joint_dequantizes = any(widths)
         self.flags = Bernoulli((1,))
